@@ -1,0 +1,54 @@
+"""``gridchain genesis``: generate a network (genesis, node homes, demo accounts); see ``node.genesis``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from contracts.errors import GenesisError
+from node import genesis as gen
+from node.keys import KeyFileError
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slot-ms", type=int, default=None, help="market slot length in ms (default 60000)")
+    parser.add_argument("--chain-id", default=None, help="chain id (default gridchain-local / gridchain)")
+    parser.add_argument("--round-timeout-ms", type=int, default=1_000, help="consensus base round timeout")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("genesis", help="generate a network: genesis, node homes, demo accounts")
+    parser.add_argument("--out", required=True, type=Path, help="directory to create")
+    parser.add_argument("--nodes", default="4", help="N, or name:role,name:role,... (default 4)")
+    parser.add_argument("--host-mode", choices=("local", "compose"), default="local")
+    parser.add_argument("--base-port", type=int, default=7100, help="local mode: p2p P+i, api P+100+i, metrics P+200+i")
+    add_network_arguments(parser)
+    parser.add_argument("--no-demo-accounts", action="store_true", help="only the grid operator account")
+    parser.add_argument("--bench-accounts", type=int, default=0, help="extra funded accounts for load tests")
+    parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        network = gen.generate_network(
+            args.out,
+            nodes=gen.parse_nodes(args.nodes),
+            host_mode=args.host_mode,
+            base_port=args.base_port,
+            slot_ms=args.slot_ms or 60_000,
+            chain_id=args.chain_id or ("gridchain" if args.host_mode == "compose" else "gridchain-local"),
+            round_timeout_ms=args.round_timeout_ms,
+            demo_accounts=not args.no_demo_accounts,
+            bench_accounts=args.bench_accounts,
+            force=args.force,
+        )
+    except (GenesisError, KeyFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(orjson.dumps(network, option=orjson.OPT_INDENT_2).decode())
+    return 0

@@ -1,0 +1,323 @@
+"""Durable node storage: one SQLite database in WAL mode, one writer thread.
+
+Theory of operation
+-------------------
+Everything a node must not forget lives in ``<data_dir>/chain.sqlite``:
+
+* ``meta``      — small named values: the consensus ``SafetyData`` and the
+                  QC that committed the latest block;
+* ``blocks``    — committed blocks by height (canonical bytes), with the state
+                  root and receipts root their execution produced;
+* ``txs``       — tx hash -> (height, index, result code) for every committed tx;
+* ``receipts``  — the encoded receipt list of each height (for proofs);
+* ``snapshots`` — the encoded contracts state every K blocks (the latest two
+                  are kept); a restart loads the newest and replays the blocks
+                  after it;
+* ``journal``   — transactions accepted (202) but not yet committed; they are
+                  removed in the same SQLite transaction that stores the block
+                  that commits them, so a kill -9 never loses an accepted tx.
+
+All writes go through one dedicated thread (``_writer``), so the event loop never
+blocks on disk and SQLite never sees two writers. The safety data is written with
+``PRAGMA synchronous=FULL`` (the WAL is fsynced before the call returns) because
+a vote may leave the process only after it; the other writes use
+``synchronous=NORMAL``, which in WAL mode survives a process crash (kill -9) and
+loses at most the last commits on power failure — those are refetched from peers.
+
+Reads come from a second connection owned by the caller's thread (the event
+loop); WAL readers never wait for the writer, and every read is a point lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from consensus import codec
+from consensus.types import Block, QuorumCert, SafetyData
+
+DB_FILE = "chain.sqlite"
+SNAPSHOTS_KEPT = 2
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    block_id BLOB NOT NULL UNIQUE,
+    round INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    state_root BLOB NOT NULL,
+    receipts_root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txs (
+    hash BLOB PRIMARY KEY,
+    height INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    code TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (height INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    height INTEGER PRIMARY KEY, state BLOB NOT NULL, state_root BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    hash BLOB PRIMARY KEY, raw BLOB NOT NULL, seq INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class StorageError(RuntimeError):
+    """The database is unusable (corrupt, wrong chain, out of space)."""
+
+    code = "storage"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """One executed block as it is stored."""
+
+    block: Block
+    block_bytes: bytes
+    """``codec.encode(block)``, computed once."""
+    block_id: bytes
+    state_root: bytes
+    receipts_root: bytes
+    receipts_bytes: bytes
+    """The encoded receipt list (opaque to storage)."""
+    tx_results: Sequence[tuple[bytes, str]]
+    """(tx hash, result code) in block order; "ok" for success."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxLocation:
+    height: int
+    index: int
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    height: int
+    block_id: bytes
+    round: int
+    block_bytes: bytes
+    state_root: bytes
+    receipts_root: bytes
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class Storage:
+    """The node's database. Create with ``Storage.open(data_dir)``; ``close()`` at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-writer")
+        self._wconn = _connect(path)
+        self._wconn.executescript(_SCHEMA)
+        self._rconn = _connect(path)
+        self._rlock = threading.Lock()
+        self._journal_seq = self._read_one("SELECT COALESCE(MAX(seq), 0) FROM journal", ()) or 0
+        self._closed = False
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Storage:
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return cls(data_dir / DB_FILE)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot open {data_dir / DB_FILE}: {exc}") from exc
+
+    # ------------------------------------------------------------------ plumbing
+    async def _write(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _tx(self, statements: Iterable[tuple[str, Any]], full_sync: bool = False) -> None:
+        conn = self._wconn
+        if full_sync:
+            conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    if isinstance(params, list):
+                        conn.executemany(sql, params)
+                    else:
+                        conn.execute(sql, params)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if full_sync:
+                conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _read_one(self, sql: str, params: Any) -> Any:
+        with self._rlock:
+            row = self._rconn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def _read_row(self, sql: str, params: Any) -> Any:
+        with self._rlock:
+            return self._rconn.execute(sql, params).fetchone()
+
+    def _read_all(self, sql: str, params: Any) -> list[Any]:
+        with self._rlock:
+            return self._rconn.execute(sql, params).fetchall()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._write(self._wconn.close)
+        self._executor.shutdown(wait=True)
+        self._rconn.close()
+
+    # ------------------------------------------------------------------ safety
+    async def save_safety(self, data: SafetyData) -> None:
+        """Durably store the safety data (fsync) before returning."""
+        blob = codec.encode(data)
+        await self._write(
+            self._tx,
+            [("INSERT OR REPLACE INTO meta(key, value) VALUES ('safety', ?)", (blob,))],
+            True,
+        )
+
+    def load_safety(self) -> SafetyData | None:
+        blob = self._read_one("SELECT value FROM meta WHERE key = 'safety'", ())
+        return None if blob is None else codec.decode(blob, SafetyData)
+
+    # ------------------------------------------------------------------ journal
+    async def journal_add(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        """Durably remember accepted transactions ``(hash, raw)`` (one SQLite transaction)."""
+        if not entries:
+            return
+        start = self._journal_seq
+        self._journal_seq += len(entries)
+        rows = [(h, raw, start + i + 1) for i, (h, raw) in enumerate(entries)]
+        await self._write(
+            self._tx, [("INSERT OR IGNORE INTO journal(hash, raw, seq) VALUES (?, ?, ?)", rows)]
+        )
+
+    def load_journal(self) -> list[bytes]:
+        """Accepted, not yet committed transactions in acceptance order."""
+        return [row[0] for row in self._read_all("SELECT raw FROM journal ORDER BY seq", ())]
+
+    def journal_size(self) -> int:
+        return int(self._read_one("SELECT COUNT(*) FROM journal", ()) or 0)
+
+    # ------------------------------------------------------------------ blocks
+    async def store_committed(
+        self,
+        records: Sequence[BlockRecord],
+        *,
+        commit_qc: QuorumCert | None,
+        snapshot: tuple[int, bytes, bytes] | None = None,
+    ) -> None:
+        """Store executed blocks, their tx index and receipts, drop their txs from the
+        journal, record ``commit_qc`` and an optional ``(height, state, root)`` snapshot —
+        all in one SQLite transaction."""
+        if not records and snapshot is None:
+            return
+        block_rows = []
+        receipt_rows = []
+        tx_rows = []
+        journal_rows = []
+        for rec in records:
+            height = rec.block.height
+            block_rows.append(
+                (height, rec.block_id, rec.block.round, rec.block_bytes, rec.state_root, rec.receipts_root)
+            )
+            receipt_rows.append((height, rec.receipts_bytes))
+            for index, (tx_hash, code) in enumerate(rec.tx_results):
+                tx_rows.append((tx_hash, height, index, code))
+                journal_rows.append((tx_hash,))
+        statements: list[tuple[str, Any]] = [
+            ("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?)", block_rows),
+            ("INSERT OR REPLACE INTO receipts VALUES (?, ?)", receipt_rows),
+            # A tx hash commits once; a duplicate inclusion keeps the first location.
+            ("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)", tx_rows),
+            ("DELETE FROM journal WHERE hash = ?", journal_rows),
+        ]
+        if commit_qc is not None:
+            statements.append(
+                ("INSERT OR REPLACE INTO meta(key, value) VALUES ('commit_qc', ?)", (codec.encode(commit_qc),))
+            )
+        if snapshot is not None:
+            height, state, root = snapshot
+            statements.append(("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (height, state, root)))
+            statements.append(
+                (
+                    "DELETE FROM snapshots WHERE height NOT IN "
+                    "(SELECT height FROM snapshots ORDER BY height DESC LIMIT ?)",
+                    (SNAPSHOTS_KEPT,),
+                )
+            )
+        await self._write(self._tx, statements)
+
+    def latest_height(self) -> int:
+        return int(self._read_one("SELECT COALESCE(MAX(height), 0) FROM blocks", ()) or 0)
+
+    def load_commit_qc(self) -> QuorumCert | None:
+        blob = self._read_one("SELECT value FROM meta WHERE key = 'commit_qc'", ())
+        return None if blob is None else codec.decode(blob, QuorumCert)
+
+    def block(self, height: int) -> StoredBlock | None:
+        row = self._read_row(
+            "SELECT height, block_id, round, data, state_root, receipts_root FROM blocks WHERE height = ?",
+            (height,),
+        )
+        return None if row is None else StoredBlock(*row)
+
+    def height_of(self, block_id: bytes) -> int | None:
+        value = self._read_one("SELECT height FROM blocks WHERE block_id = ?", (block_id,))
+        return None if value is None else int(value)
+
+    def blocks_range(self, first: int, last: int) -> list[StoredBlock]:
+        """Stored blocks with ``first <= height <= last``, ascending."""
+        rows = self._read_all(
+            "SELECT height, block_id, round, data, state_root, receipts_root FROM blocks "
+            "WHERE height BETWEEN ? AND ? ORDER BY height",
+            (first, last),
+        )
+        return [StoredBlock(*row) for row in rows]
+
+    def receipts(self, height: int) -> bytes | None:
+        return self._read_one("SELECT data FROM receipts WHERE height = ?", (height,))  # type: ignore[no-any-return]
+
+    def tx_location(self, tx_hash: bytes) -> TxLocation | None:
+        row = self._read_row("SELECT height, idx, code FROM txs WHERE hash = ?", (tx_hash,))
+        return None if row is None else TxLocation(*row)
+
+    def tx_locations(self, hashes: Sequence[bytes]) -> dict[bytes, TxLocation]:
+        """Locations of the already committed ones among ``hashes``."""
+        out: dict[bytes, TxLocation] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = list(hashes[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for h, height, idx, code in self._read_all(
+                f"SELECT hash, height, idx, code FROM txs WHERE hash IN ({marks})", chunk
+            ):
+                out[bytes(h)] = TxLocation(height, idx, code)
+        return out
+
+    def latest_snapshot(self) -> tuple[int, bytes, bytes] | None:
+        """``(height, encoded state, state root)`` of the newest snapshot."""
+        row = self._read_row(
+            "SELECT height, state, state_root FROM snapshots ORDER BY height DESC LIMIT 1", ()
+        )
+        return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
