@@ -1,20 +1,68 @@
 """The node's public REST API (versioned ``/v1``) on top of a ``NodeBackend``.
 
-Theory of operation: the runtime (``node.service``) owns the chain; this module
-only translates HTTP to calls on the small ``NodeBackend`` protocol below and
-contracts' read-side queries to JSON. The API never mutates state except through
-``NodeBackend.submit``. Every error is ``{"error": {"code", "message"}}`` with a
-4xx/5xx status and a stable ``code``.
+Theory of operation
+-------------------
+The runtime (``node.service``) owns the chain; this module only translates HTTP
+to calls on the small ``NodeBackend`` protocol below and the contracts'
+read-side queries to JSON. The API never mutates state except through
+``NodeBackend.submit``, and it checks everything it can (body size, JSON shape,
+hex, hash lengths, integer parameters) before calling the backend, so bad input
+is answered with a 4xx and reaches nothing.
+
+Every error is ``{"error": {"code": ..., "message": ...}}`` with a stable
+``code`` (see ``STATUS_BY_CODE``) and the matching HTTP status.
+
+Transactions are submitted as JSON (``{"raw": hex}``, ``{"tx": {...},
+"signature": hex}``, or a batch ``{"transactions": [...]}``) or, for bulk
+loaders, as ``application/msgpack``: a MessagePack array of raw signed
+transactions (no hex, no JSON; the fast path the benchmark uses). A batch goes
+to the backend in one ``submit`` call. When the mempool is full the backend
+raises ``Overloaded`` and the answer is ``503 mempool_full`` with
+``Retry-After``; clients back off and resubmit (a resubmission of a known
+transaction is idempotent: same hash, 202).
+
+``/v1/events`` is a WebSocket stream of committed blocks, transactions of an
+account, trades and dispatch instructions. The backend calls one listener per
+executed block; ``EventHub`` turns it into events once and fans them out to
+bounded per-subscriber queues. A subscriber whose queue is full is dropped
+(closed with code 1008 "slow consumer"), never waited for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
+import orjson
+from aiohttp import WSMsgType, web
 
 from consensus.types import Block, QuorumCert
+from contracts import errors as tx_errors
+from contracts import transactions as txs
+from node import api_views as views
+
+log = logging.getLogger("gridchain.api")
+
+API_VERSION = "v1"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body accepted (a batch of ~1,000 JSON transactions fits)."""
+DEFAULT_MAX_BATCH_TXS = 2_000
+"""Most transactions one POST /v1/transactions may carry."""
+DEFAULT_EVENT_QUEUE = 1_024
+"""Per-subscriber event queue bound; a subscriber that falls this far behind is dropped."""
+DEFAULT_MAX_SUBSCRIBERS = 256
+"""Most concurrent /v1/events WebSocket subscribers."""
+RETRY_AFTER_S = 1
+"""Retry-After sent with 503 mempool_full."""
+MSGPACK_CONTENT_TYPE = "application/msgpack"
+
+
+# --- the backend protocol ---------------------------------------------------------------
 
 
 class SubmitResult(msgspec.Struct, frozen=True):
@@ -25,6 +73,7 @@ class SubmitResult(msgspec.Struct, frozen=True):
     code: str | None = None
     """None when accepted; otherwise a stable rejection code (contracts.errors)."""
     message: str = ""
+    """Human-readable reason when rejected."""
 
 
 class Overloaded(Exception):
@@ -34,10 +83,15 @@ class Overloaded(Exception):
 
 
 class TxLookup(msgspec.Struct, frozen=True):
+    """Where a transaction is."""
+
     status: Literal["pending", "committed", "failed"]
     height: int | None = None
+    """Height of the block that included it (committed or failed)."""
     index: int | None = None
+    """Index of the transaction in that block's payload."""
     receipt: Any = None
+    """The contracts receipt (a msgspec Struct) once executed."""
 
 
 class CommittedBlock(msgspec.Struct, frozen=True):
@@ -46,22 +100,29 @@ class CommittedBlock(msgspec.Struct, frozen=True):
     block: Block
     block_id: bytes
     state_root: bytes
+    """Contracts state root after executing this block."""
     receipts_root: bytes
+    """Merkle root over this block's receipt/event leaves (contracts.traceability)."""
     receipts: tuple[Any, ...] = ()
+    """Receipts in payload order; always filled in listener events."""
     commit_qc: QuorumCert | None = None
+    """The QC certifying this block, when known."""
 
 
 class NodeBackend(Protocol):
-    """What the API needs from the runtime; see /work/notes/node-backend.md."""
+    """What the API needs from the runtime; documented in /work/notes/node-backend.md."""
 
     chain_id: str
     node_name: str
     role: str
     node_id: int
     genesis: Any
+    """contracts.genesis.Genesis of the chain."""
 
     @property
-    def state(self) -> Any: ...
+    def state(self) -> Any:
+        """Latest executed contracts state (read-only for the API)."""
+        ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -78,3 +139,469 @@ class NodeBackend(Protocol):
     def ready(self) -> bool: ...
 
     def healthy(self) -> bool: ...
+
+
+# --- errors -----------------------------------------------------------------------------
+
+STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    tx_errors.MALFORMED: 400,
+    tx_errors.TOO_LARGE: 400,
+    tx_errors.BAD_SIGNATURE: 400,
+    tx_errors.WRONG_CHAIN: 400,
+    tx_errors.EXPIRED: 400,
+    "batch_too_large": 400,
+    tx_errors.WRONG_SIGNER: 403,
+    tx_errors.UNAUTHORIZED: 403,
+    tx_errors.NOT_REGISTERED: 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    tx_errors.STALE_NONCE: 409,
+    "body_too_large": 413,
+    "unsupported_media_type": 415,
+    "mempool_full": 503,
+    "not_ready": 503,
+    "too_many_subscribers": 503,
+    "internal": 500,
+}
+"""HTTP status per stable error code; any other rejection code is 422."""
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status if status is not None else STATUS_BY_CODE.get(code, 422)
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error_response(code: str, message: str, status: int, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    body.update(extra)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if code == Overloaded.code else None
+    return _json(body, status=status, headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+
+
+@web.middleware
+async def _error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error_response(exc.code, exc.message, exc.status)
+    except Overloaded as exc:
+        return _error_response(Overloaded.code, str(exc) or "mempool is full, retry later", 503)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "internal")
+        return _error_response(code, exc.reason or code, exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error_response("internal", "internal error", 500)
+
+
+# --- request parsing helpers ------------------------------------------------------------
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise ApiError("body_too_large", exc.text or "request body too large") from None
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(tx_errors.MALFORMED, f"malformed JSON: {exc}") from None
+
+
+def _hex_bytes(value: str, *, what: str, size: int) -> bytes:
+    try:
+        out = bytes.fromhex(value)
+    except ValueError:
+        raise ApiError("bad_request", f"{what} must be hex") from None
+    if len(out) != size:
+        raise ApiError("bad_request", f"{what} must be {size} bytes ({2 * size} hex chars)")
+    return out
+
+
+def _uint(value: str, *, what: str) -> int:
+    if not value.isdigit() or len(value) > 19:
+        raise ApiError("bad_request", f"{what} must be a non-negative integer")
+    return int(value)
+
+
+def _address(value: str, *, what: str = "address") -> str:
+    if len(value) != 40 or any(c not in "0123456789abcdef" for c in value):
+        raise ApiError("bad_request", f"{what} must be 40 lowercase hex characters")
+    return value
+
+
+def _raw_from_json_item(item: Any) -> bytes:
+    try:
+        return txs.signed_raw_from_json(item)
+    except tx_errors.TxError as exc:
+        raise ApiError(exc.code, exc.message) from None
+
+
+# --- event fan-out ----------------------------------------------------------------------
+
+
+class Subscription:
+    """One /v1/events subscriber: its filters and its bounded queue."""
+
+    __slots__ = ("account", "dropped", "queue", "topics")
+
+    def __init__(self, *, topics: frozenset[str], account: str | None, queue_size: int) -> None:
+        self.topics = topics
+        self.account = account
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = False
+
+    def wants(self, event: views.Event) -> bool:
+        if event.topic not in self.topics:
+            return False
+        return self.account is None or event.accounts is None or self.account in event.accounts
+
+
+class EventHub:
+    """Fans each executed block's events out to bounded subscriber queues."""
+
+    def __init__(self, *, queue_size: int, max_subscribers: int) -> None:
+        self._queue_size = queue_size
+        self._max_subscribers = max_subscribers
+        self._subs: set[Subscription] = set()
+        self.dropped_total = 0
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, *, topics: frozenset[str], account: str | None) -> Subscription:
+        if len(self._subs) >= self._max_subscribers:
+            raise ApiError("too_many_subscribers", f"at most {self._max_subscribers} event subscribers")
+        sub = Subscription(topics=topics, account=account, queue_size=self._queue_size)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def on_block(self, committed: CommittedBlock) -> None:
+        """Backend listener: runs on the loop, never blocks, never raises."""
+        if not self._subs:
+            return
+        try:
+            events = views.block_events(committed)
+        except Exception:
+            log.exception("cannot build events for height %d", committed.block.height)
+            return
+        encoded = [(event, orjson.dumps(event.data)) for event in events]
+        for sub in list(self._subs):
+            for event, payload in encoded:
+                if not sub.wants(event):
+                    continue
+                try:
+                    sub.queue.put_nowait(payload)
+                except asyncio.QueueFull:
+                    self._drop(sub)
+                    break
+
+    def _drop(self, sub: Subscription) -> None:
+        sub.dropped = True
+        self._subs.discard(sub)
+        self.dropped_total += 1
+        with contextlib.suppress(asyncio.QueueEmpty):
+            sub.queue.get_nowait()  # make room for the end-of-stream marker
+        sub.queue.put_nowait(None)
+
+
+# --- handlers ---------------------------------------------------------------------------
+
+
+class _Api:
+    """Request handlers bound to one backend."""
+
+    def __init__(self, backend: NodeBackend, *, max_batch_txs: int, hub: EventHub) -> None:
+        self.backend = backend
+        self.max_batch_txs = max_batch_txs
+        self.hub = hub
+
+    # status and health
+
+    async def status(self, request: web.Request) -> web.Response:
+        b = self.backend
+        out: dict[str, Any] = {
+            "chain_id": b.chain_id, "node_id": b.node_id, "node_name": b.node_name, "role": b.role,
+        }
+        out.update(b.status())
+        out["market"] = views.market_info(b.genesis, b.state)
+        return _json(out)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        if not self.backend.healthy():
+            raise ApiError("not_ready", "node is not healthy", status=503)
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.backend.ready():
+            raise ApiError("not_ready", "node is not synced or not connected to a quorum")
+        return _json({"status": "ready"})
+
+    # transactions
+
+    async def submit(self, request: web.Request) -> web.Response:
+        body = await _read_body(request)
+        raws, batch = self._parse_submission(request.content_type, body)
+        if not raws:
+            raise ApiError("bad_request", "no transactions in the request")
+        if len(raws) > self.max_batch_txs:
+            raise ApiError("batch_too_large", f"at most {self.max_batch_txs} transactions per request")
+        results = await self.backend.submit(raws)
+        assert len(results) == len(raws), "backend must answer every transaction"
+        if not batch:
+            r = results[0]
+            if r.code is not None:
+                if r.code == Overloaded.code:
+                    raise Overloaded(r.message)
+                raise ApiError(r.code, r.message or r.code)
+            assert r.tx_hash is not None
+            return _json({"tx_hash": r.tx_hash.hex()}, status=202)
+        return self._batch_response(results)
+
+    def _parse_submission(self, content_type: str, body: bytes) -> tuple[list[bytes], bool]:
+        if content_type == MSGPACK_CONTENT_TYPE:
+            try:
+                return msgspec.msgpack.decode(body, type=list[bytes]), True
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ApiError(tx_errors.MALFORMED, f"expected a msgpack array of raw txs: {exc}") from None
+        if content_type not in ("application/json", "application/octet-stream", ""):
+            raise ApiError("unsupported_media_type", f"use application/json or {MSGPACK_CONTENT_TYPE}")
+        obj = _parse_json(body)
+        if isinstance(obj, dict) and "transactions" in obj:
+            items = obj["transactions"]
+            if set(obj) != {"transactions"} or not isinstance(items, list):
+                raise ApiError(tx_errors.MALFORMED, '"transactions" must be the only field, a list')
+            if len(items) > self.max_batch_txs:
+                raise ApiError("batch_too_large", f"at most {self.max_batch_txs} transactions per request")
+            return [_raw_from_json_item(item) for item in items], True
+        return [_raw_from_json_item(obj)], False
+
+    @staticmethod
+    def _batch_response(results: list[SubmitResult]) -> web.Response:
+        accepted = sum(1 for r in results if r.code is None)
+        if accepted == 0 and all(r.code == Overloaded.code for r in results):
+            raise Overloaded("mempool is full, retry later")
+        items: list[dict[str, Any]] = []
+        for r in results:
+            item: dict[str, Any] = {"tx_hash": r.tx_hash.hex() if r.tx_hash is not None else None}
+            if r.code is not None:
+                item["error"] = {"code": r.code, "message": r.message or r.code}
+            items.append(item)
+        body = {"accepted": accepted, "rejected": len(results) - accepted, "results": items}
+        if accepted == 0:
+            first = next(r for r in results if r.code is not None)
+            assert first.code is not None
+            code = first.code if first.code != Overloaded.code else tx_errors.MALFORMED
+            return _error_response(
+                "rejected", "every transaction was rejected", STATUS_BY_CODE.get(code, 422),
+                accepted=0, rejected=len(results), results=items,
+            )
+        return _json(body, status=202)
+
+    async def transaction(self, request: web.Request) -> web.Response:
+        tx_hash = _hex_bytes(request.match_info["hash"], what="transaction hash", size=32)
+        found = await self.backend.tx_status(tx_hash)
+        if found is None:
+            raise ApiError("not_found", "unknown transaction")
+        return _json(views.tx_lookup_json(tx_hash, found))
+
+    # blocks
+
+    async def block(self, request: web.Request) -> web.Response:
+        which = request.match_info["height"]
+        height = None if which == "latest" else _uint(which, what="height")
+        committed = await self.backend.block(height)
+        if committed is None:
+            raise ApiError("not_found", f"no committed block at height {which}")
+        full = request.query.get("txs") == "full"
+        return _json(views.block_json(committed, full_txs=full))
+
+    # contracts queries
+
+    async def account(self, request: web.Request) -> web.Response:
+        address = _address(request.match_info["address"])
+        return _json(self._found(views.account(self.backend.state, address), "account"))
+
+    async def slot(self, request: web.Request) -> web.Response:
+        slot = _uint(request.match_info["slot"], what="slot")
+        return _json(self._found(views.slot(self.backend.state, self.backend.genesis, slot), "slot"))
+
+    async def order(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        _hex_bytes(order_id, what="order id", size=32)
+        return _json(self._found(views.order(self.backend.state, order_id), "order"))
+
+    async def trades(self, request: web.Request) -> web.Response:
+        account = request.query.get("account")
+        slot = request.query.get("slot")
+        limit = _uint(request.query.get("limit", "1000"), what="limit")
+        out = views.trades(
+            self.backend.state,
+            account=_address(account, what="account") if account else None,
+            slot=_uint(slot, what="slot") if slot else None,
+            limit=min(limit, 10_000),
+        )
+        return _json({"trades": out})
+
+    async def trace(self, request: web.Request) -> web.Response:
+        trade_id = request.match_info["trade_id"]
+        lineage = views.trade_lineage(self.backend.state, trade_id)
+        if lineage is None:
+            raise ApiError("not_found", "unknown trade")
+        out = await views.trace_with_proofs(lineage, self.backend.block, self.backend.receipt_leaves)
+        return _json(out)
+
+    async def validators(self, request: web.Request) -> web.Response:
+        return _json({"validators": views.validators(self.backend.state, self.backend.genesis)})
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        account = request.query.get("account")
+        out = views.dispatch(self.backend.state, _address(account, what="account") if account else None)
+        return _json({"dispatch": out})
+
+    @staticmethod
+    def _found(value: Any, what: str) -> Any:
+        if value is None:
+            raise ApiError("not_found", f"unknown {what}")
+        return value
+
+    # events
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        topics_arg = request.query.get("topics", ",".join(views.TOPICS))
+        topics = frozenset(t for t in topics_arg.split(",") if t)
+        unknown = topics - set(views.TOPICS)
+        if unknown or not topics:
+            raise ApiError("bad_request", f"topics must be a subset of {','.join(views.TOPICS)}")
+        account = request.query.get("account")
+        sub = self.hub.subscribe(topics=topics, account=_address(account, what="account") if account else None)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        try:
+            await ws.prepare(request)
+            reader = asyncio.create_task(self._drain_incoming(ws))
+            try:
+                while True:
+                    payload = await sub.queue.get()
+                    if payload is None:
+                        await ws.close(code=1008, message=b"slow consumer dropped")
+                        break
+                    await ws.send_str(payload.decode())
+            finally:
+                reader.cancel()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.hub.unsubscribe(sub)
+        return ws
+
+    @staticmethod
+    async def _drain_incoming(ws: web.WebSocketResponse) -> None:
+        # The stream is one-way; reading keeps pings/close frames flowing.
+        async for msg in ws:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    # documents and the web page
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from node.openapi import openapi_document
+
+        return _json(openapi_document())
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(body=_web_file("index.html"), content_type="text/html")
+
+    async def web_asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _WEB_ASSETS:
+            raise ApiError("not_found", "no such file")
+        return web.Response(body=_web_file(name), content_type=_WEB_ASSETS[name])
+
+
+_WEB_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+
+
+def _web_file(name: str) -> bytes:
+    return importlib.resources.files("node").joinpath("web", name).read_bytes()
+
+
+def create_api_app(
+    backend: NodeBackend,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_batch_txs: int = DEFAULT_MAX_BATCH_TXS,
+    event_queue_size: int = DEFAULT_EVENT_QUEUE,
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+) -> web.Application:
+    """The REST API application for ``backend`` (mount on the API listener)."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_error_middleware])
+    hub = EventHub(queue_size=event_queue_size, max_subscribers=max_subscribers)
+    api = _Api(backend, max_batch_txs=max_batch_txs, hub=hub)
+    app["gridchain.event_hub"] = hub
+
+    async def _listen(app: web.Application) -> Any:
+        remove = backend.add_listener(hub.on_block)
+        yield
+        remove()
+
+    app.cleanup_ctx.append(_listen)
+    v = f"/{API_VERSION}"
+    app.router.add_get(f"{v}/status", api.status)
+    app.router.add_post(f"{v}/transactions", api.submit)
+    app.router.add_get(f"{v}/transactions/{{hash}}", api.transaction)
+    app.router.add_get(f"{v}/blocks/{{height}}", api.block)
+    app.router.add_get(f"{v}/accounts/{{address}}", api.account)
+    app.router.add_get(f"{v}/market/slots/{{slot}}", api.slot)
+    app.router.add_get(f"{v}/orders/{{order_id}}", api.order)
+    app.router.add_get(f"{v}/trades", api.trades)
+    app.router.add_get(f"{v}/trace/trades/{{trade_id}}", api.trace)
+    app.router.add_get(f"{v}/validators", api.validators)
+    app.router.add_get(f"{v}/dispatch", api.dispatch)
+    app.router.add_get(f"{v}/events", api.events)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/openapi.json", api.openapi)
+    app.router.add_get("/", api.index)
+    app.router.add_get("/web/{name}", api.web_asset)
+    return app
+
+
+__all__ = [
+    "ApiError",
+    "CommittedBlock",
+    "EventHub",
+    "NodeBackend",
+    "Overloaded",
+    "SubmitResult",
+    "TxLookup",
+    "create_api_app",
+]

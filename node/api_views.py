@@ -1,0 +1,315 @@
+"""JSON views of chain data for the REST API and the event stream.
+
+Pure read-side functions over the contracts ``State`` and committed blocks:
+each turns typed records into JSON-ready dicts (bytes as hex, integers stay
+integers, units in the field names as in the contracts). Nothing here mutates
+state; ``node.api`` does the HTTP around them.
+
+Traceability: every lineage record in the state (orders, the slot's clearing
+record, the trade, readings, settlement lines) carries its ``Location`` (block
+height, leaf index in that block's receipts tree). ``trace_with_proofs`` loads
+each height's leaves once through the backend and attaches a Merkle inclusion
+proof per record, plus the block's ``receipts_root`` so a client can check the
+proof offline (``gridchain verify-proof``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from consensus import codec
+from contracts import state as st
+from contracts import transactions as txs
+
+TOPICS: tuple[str, ...] = ("blocks", "txs", "trades", "dispatch")
+"""Event topics of /v1/events."""
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One event of the stream; ``accounts`` None means "not account-specific"."""
+
+    topic: str
+    accounts: frozenset[str] | None
+    data: dict[str, Any]
+
+
+def _j(record: Any) -> Any:
+    return codec.to_builtins(record)
+
+
+# --- market info ------------------------------------------------------------------------
+
+
+def current_slot(genesis: Any, timestamp_ms: int) -> int:
+    """Slot whose delivery interval contains ``timestamp_ms`` (0 before genesis)."""
+    t0 = genesis.genesis_time_ms
+    return max(0, (timestamp_ms - t0) // genesis.market.slot_ms)
+
+
+def market_info(genesis: Any, state: st.State) -> dict[str, Any]:
+    """What a client needs to pick slots: T0, slot length, gate lead, current slot by block time."""
+    m = genesis.market
+    ts = state.meta.timestamp_ms
+    return {
+        "genesis_time_ms": genesis.genesis_time_ms,
+        "slot_ms": m.slot_ms,
+        "gate_lead_ms": m.gate_lead_ms,
+        "meter_window_ms": m.meter_window_ms,
+        "max_horizon_slots": m.max_horizon_slots,
+        "p_min": m.p_min, "p_max": m.p_max, "grid_fee": m.grid_fee,
+        "p_short": m.p_short, "p_long": m.p_long,
+        "block_timestamp_ms": ts,
+        "current_slot": current_slot(genesis, ts),
+        "grid_operator": genesis.grid_operator,
+    }
+
+
+# --- contracts records --------------------------------------------------------------------
+
+
+def account(state: st.State, address: str) -> dict[str, Any] | None:
+    acc = state.accounts.get(address)
+    return None if acc is None else _j(acc)
+
+
+def slot(state: st.State, genesis: Any, slot_no: int) -> dict[str, Any] | None:
+    """The slot record with its trades and lifecycle times; an untouched slot reads as open."""
+    record = state.slots.get(st.slot_key(slot_no))
+    out: dict[str, Any] = _j(record) if record is not None else _j(st.SlotRecord(slot=slot_no))
+    m = genesis.market
+    start_ms = genesis.genesis_time_ms + slot_no * m.slot_ms
+    out["gate_close_ms"] = start_ms - m.gate_lead_ms
+    out["start_ms"] = start_ms
+    out["settle_time_ms"] = start_ms + m.slot_ms + m.meter_window_ms
+    out["trades"] = trades(state, slot=slot_no, account=None, limit=10_000)
+    out["open_orders"] = len(state.open_orders_by_slot.get(slot_no, {}))
+    return out
+
+
+def order(state: st.State, order_id: str) -> dict[str, Any] | None:
+    rec = state.orders.get(order_id)
+    return None if rec is None else _j(rec)
+
+
+def trades(state: st.State, *, account: str | None, slot: int | None, limit: int) -> list[dict[str, Any]]:
+    """Trades filtered by account and/or slot, in (slot, walk) order, at most ``limit``."""
+    if account is not None and slot is not None:
+        pos = state.positions.get(st.pair_key(slot, account))
+        ids: list[str] = list(pos.trade_ids) if pos is not None else []
+        found = [state.trades[i] for i in ids if i in state.trades]
+    elif account is not None:
+        found = []
+        for key, pos in state.positions.items():
+            if key.endswith(account):
+                found.extend(state.trades[i] for i in pos.trade_ids if i in state.trades)
+    else:
+        found = [t for t in state.trades.values() if slot is None or t.slot == slot]
+    found.sort(key=lambda t: (t.slot, t.location.height, t.location.index))
+    return [_j(t) for t in found[:limit]]
+
+
+def validators(state: st.State, genesis: Any) -> list[dict[str, Any]]:
+    """Validator records with credit, exclusion and leader share (blocks proposed / all)."""
+    infos = sorted(state.validators.values(), key=lambda v: v.index)
+    total = sum(v.blocks_proposed for v in infos) or 1
+    out = []
+    for v in infos:
+        item = _j(v)
+        item["credit"] = state.credit.credits[v.index]
+        item["excluded_until_round"] = state.credit.excluded_until_round[v.index]
+        item["leader_share_ppm"] = v.blocks_proposed * 1_000_000 // total
+        out.append(item)
+    return out
+
+
+def dispatch(state: st.State, account: str | None) -> list[dict[str, Any]]:
+    found = [d for d in state.dispatches.values() if account is None or d.account == account]
+    found.sort(key=lambda d: d.dispatch_id)
+    return [_j(d) for d in found[-10_000:]]
+
+
+# --- transactions and blocks ----------------------------------------------------------------
+
+
+def receipt_json(receipt: Any) -> Any:
+    return None if receipt is None else _j(receipt)
+
+
+def tx_lookup_json(tx_hash: bytes, found: Any) -> dict[str, Any]:
+    return {
+        "tx_hash": tx_hash.hex(),
+        "status": found.status,
+        "height": found.height,
+        "index": found.index,
+        "receipt": receipt_json(found.receipt),
+    }
+
+
+def _tx_view(raw: bytes) -> dict[str, Any]:
+    try:
+        return txs.signed_tx_to_json(txs.decode_signed_tx(raw))
+    except Exception:  # a committed block may carry a malformed tx (it got a failed receipt)
+        return {"hash": codec.digest(raw).hex(), "raw": raw.hex(), "malformed": True}
+
+
+def block_json(committed: Any, *, full_txs: bool) -> dict[str, Any]:
+    block = committed.block
+    header = block.header
+    out: dict[str, Any] = {
+        "height": header.height,
+        "block_id": committed.block_id.hex(),
+        "round": header.round,
+        "epoch": header.epoch,
+        "author": header.author,
+        "timestamp_ms": header.timestamp_ms,
+        "parent_id": block.parent_id.hex(),
+        "tx_root": header.tx_root.hex(),
+        "state_root": committed.state_root.hex(),
+        "receipts_root": committed.receipts_root.hex(),
+        "executed_height": header.executed_height,
+        "executed_state_root": header.executed_state_root.hex(),
+        "failed_authors": [list(x) for x in header.failed_authors],
+        "tx_count": len(block.payload),
+        "header": _j(header),
+        "commit_qc": _j(committed.commit_qc) if committed.commit_qc is not None else None,
+    }
+    if full_txs:
+        out["txs"] = [_tx_view(raw) for raw in block.payload]
+    else:
+        out["txs"] = [codec.digest(raw).hex() for raw in block.payload]
+    if committed.receipts:
+        out["receipts"] = [receipt_json(r) for r in committed.receipts]
+    return out
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def _receipt_field(receipt: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(receipt, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def block_events(committed: Any) -> list[Event]:
+    """Events of one executed block: the block, each tx, each new trade and dispatch change."""
+    block = committed.block
+    height = block.height
+    events = [Event("blocks", None, {
+        "type": "block", "height": height, "block_id": committed.block_id.hex(),
+        "round": block.round, "timestamp_ms": block.header.timestamp_ms,
+        "tx_count": len(block.payload), "state_root": committed.state_root.hex(),
+    })]
+    receipts = committed.receipts
+    for index, raw in enumerate(block.payload):
+        receipt = receipts[index] if index < len(receipts) else None
+        try:
+            stx = txs.decode_signed_tx(raw)
+        except Exception:
+            continue
+        tx = stx.tx
+        involved = {tx.sender}
+        target = getattr(tx.body, "to", None) or getattr(tx.body, "account", None)
+        if isinstance(target, str):
+            involved.add(target)
+        code = _receipt_field(receipt, "code", "error") if receipt is not None else None
+        ok = _receipt_field(receipt, "ok", "success")
+        status = "committed" if (code is None and ok is not False) else "failed"
+        events.append(Event("txs", frozenset(involved), {
+            "type": "tx", "tx_hash": stx.tx_hash.hex(), "height": height, "index": index,
+            "kind": tx.kind, "sender": tx.sender, "status": status, "code": code,
+        }))
+        if tx.kind in ("issue_dispatch", "ack_dispatch") and status == "committed":
+            events.append(Event("dispatch", frozenset(involved), {
+                "type": "dispatch", "kind": tx.kind, "height": height, "tx_hash": stx.tx_hash.hex(),
+                "sender": tx.sender, "body": _j(tx.body),
+            }))
+    events.extend(_record_events(committed))
+    return events
+
+
+def _record_events(committed: Any) -> list[Event]:
+    """Trade and dispatch records that receipts/system steps of this block carry."""
+    out: list[Event] = []
+    for receipt in committed.receipts:
+        for ev in getattr(receipt, "events", ()) or ():
+            if isinstance(ev, st.Trade):
+                out.append(Event("trades", frozenset((ev.buyer, ev.seller)), {"type": "trade", **_j(ev)}))
+            elif isinstance(ev, st.Dispatch) and ev.status == "missed":
+                out.append(Event("dispatch", frozenset((ev.account,)), {"type": "dispatch_missed", **_j(ev)}))
+    return out
+
+
+# --- traceability -------------------------------------------------------------------------------
+
+
+class LineageItem(msgspec.Struct, frozen=True):
+    role: str
+    """What the record is in the lineage: buy_order, sell_order, clearing, trade, reading, settlement."""
+    record: dict[str, Any]
+    location: st.Location
+
+
+def trade_lineage(state: st.State, trade_id: str) -> list[LineageItem] | None:
+    """Every record in the lineage of ``trade_id`` that the state knows, with its location."""
+    trade = state.trades.get(trade_id)
+    if trade is None:
+        return None
+    items: list[LineageItem] = []
+    for role, order_id in (("buy_order", trade.buy_order), ("sell_order", trade.sell_order)):
+        rec = state.orders.get(order_id)
+        if rec is not None:
+            items.append(LineageItem(role, _j(rec), rec.location))
+    slot_rec = state.slots.get(st.slot_key(trade.slot))
+    if slot_rec is not None and slot_rec.clearing_location is not None:
+        items.append(LineageItem("clearing", _j(slot_rec), slot_rec.clearing_location))
+    items.append(LineageItem("trade", _j(trade), trade.location))
+    for who in (trade.buyer, trade.seller):
+        reading = state.readings.get(st.pair_key(trade.slot, who))
+        if reading is not None:
+            items.append(LineageItem("reading", _j(reading), reading.location))
+    for who in (trade.buyer, trade.seller):
+        line = state.settlements.get(st.pair_key(trade.slot, who))
+        if line is not None:
+            items.append(LineageItem("settlement", _j(line), line.location))
+    return items
+
+
+async def trace_with_proofs(
+    lineage: list[LineageItem],
+    load_block: Callable[[int], Awaitable[Any]],
+    load_leaves: Callable[[int], Awaitable[list[bytes] | None]],
+) -> dict[str, Any]:
+    """Attach to each lineage record its leaf bytes, inclusion proof and block roots."""
+    from contracts import traceability as tr
+
+    leaves_by_height: dict[int, list[bytes] | None] = {}
+    roots: dict[int, dict[str, Any]] = {}
+    out = []
+    for item in lineage:
+        h = item.location.height
+        if h not in leaves_by_height:
+            leaves_by_height[h] = await load_leaves(h)
+            committed = await load_block(h)
+            roots[h] = {} if committed is None else {
+                "height": h, "block_id": committed.block_id.hex(),
+                "receipts_root": committed.receipts_root.hex(), "state_root": committed.state_root.hex(),
+            }
+        leaves = leaves_by_height[h]
+        entry: dict[str, Any] = {
+            "role": item.role, "record": item.record,
+            "location": {"height": h, "index": item.location.index}, "block": roots[h],
+        }
+        if leaves is not None and 0 <= item.location.index < len(leaves):
+            leaf = leaves[item.location.index]
+            entry["leaf"] = leaf.hex()
+            entry["proof"] = _j(tr.prove(leaves, item.location.index))
+        else:
+            entry["proof"] = None
+        out.append(entry)
+    return {"lineage": out}

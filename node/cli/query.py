@@ -1,0 +1,95 @@
+"""``gridchain query ...``: read chain data from a node's REST API as JSON.
+
+Subcommands: ``status``, ``block [HEIGHT|latest]``, ``tx HASH``, ``account ADDRESS``,
+``slot SLOT``, ``order ORDER_ID``, ``trades [--account A] [--slot S]``,
+``trace TRADE_ID`` (lineage with inclusion proofs; feed it to
+``gridchain verify-proof``), ``validators``, ``dispatch [--account A]``.
+Exit status 0 on success, 1 when the node answers with an error (including
+"not found"), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from node.cli import apiutil as common
+from node.client import ApiClientError, Client
+
+
+def _height(value: str) -> str:
+    if value == "latest" or value.isdigit():
+        return value
+    raise argparse.ArgumentTypeError("height is a non-negative integer or 'latest'")
+
+
+def _run_query(args: argparse.Namespace, c: Client) -> Any:
+    what = args.what
+    if what == "status":
+        return c.status()
+    if what == "block":
+        return c.block(args.height, full_txs=args.full)
+    if what == "tx":
+        return c.transaction(args.hash)
+    if what == "account":
+        return c.account(args.address)
+    if what == "slot":
+        return c.slot(common.resolve_slot(args.slot, c.status()["market"]))
+    if what == "order":
+        return c.order(args.order_id)
+    if what == "trades":
+        return {"trades": c.trades(account=args.account, slot=args.slot)}
+    if what == "trace":
+        return c.trace(args.trade_id)
+    if what == "validators":
+        return {"validators": c.validators()}
+    if what == "dispatch":
+        return {"dispatch": c.dispatch(account=args.account)}
+    raise AssertionError(what)
+
+
+def run(args: argparse.Namespace) -> int:
+    with Client(args.node) as client:
+        try:
+            out = _run_query(args, client)
+        except ApiClientError as exc:
+            return common.fail(exc.code, exc.message, status=1)
+        except common.UsageError as exc:
+            return common.fail(exc.code, str(exc), status=2)
+    if out is None:
+        return common.fail("not_found", f"{args.what} not found", status=1)
+    common.print_json(out)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("query", help="query a node (JSON output)", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+
+    def q(name: str, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+        common.add_node_arg(p)
+        p.set_defaults(func=run)
+        return p
+
+    q("status", "chain id, node, height, round, leader, state root, peers, market timing")
+    p = q("block", "a committed block")
+    p.add_argument("height", nargs="?", default="latest", type=_height)
+    p.add_argument("--full", action="store_true", help="decode the transactions")
+    p = q("tx", "status and receipt of a transaction")
+    p.add_argument("hash", type=common.hash_arg)
+    p = q("account", "balance, locked, pending, debt, nonce, role, status")
+    p.add_argument("address", type=common.address_arg)
+    p = q("slot", "market slot: state, clearing price, volume, trades")
+    p.add_argument("slot", help="slot number, next, current or previous")
+    p = q("order", "one order")
+    p.add_argument("order_id", type=common.hash_arg)
+    p = q("trades", "trades of an account and/or slot")
+    p.add_argument("--account", type=common.address_arg, default=None)
+    p.add_argument("--slot", type=common.uint_arg, default=None)
+    p = q("trace", "a trade's lineage with Merkle inclusion proofs")
+    p.add_argument("trade_id")
+    q("validators", "validators: credit, leader share, rewards")
+    p = q("dispatch", "dispatch instructions")
+    p.add_argument("--account", type=common.address_arg, default=None)
