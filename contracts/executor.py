@@ -1,0 +1,311 @@
+"""apply_block: the state transition of one committed block.
+
+Theory of operation
+-------------------
+``apply_block(state, block, verified=...)`` mutates ``state`` in place and returns
+``(state, receipts, BlockResult)``. Order inside a block (DESIGN.md §5):
+
+1. system steps, driven only by block data: clearing of every slot whose gate has
+   closed (increasing slot), settlement of every slot whose metering window has
+   closed (increasing slot), missed dispatch deadlines, then C-LBFT credit
+   (``consensus.credit``) and block rewards minted to the proposer and the QC signers;
+2. the transactions in block order. Each is decoded, its signature verified unless
+   its hash is in ``verified`` (the node checked it at admission), authenticated
+   (``authenticate``: chain, expiry, signer, nonce, account status) and applied
+   inside a state snapshot. Any ``TxError`` rolls the snapshot back: a failed
+   transaction changes nothing (not even the nonce) and yields a failed receipt
+   with its stable code. A success advances the sender's nonce.
+
+Every record (system events, each transaction's events and its receipt) is a leaf
+of the block's Merkle tree (``BlockResult.receipts_root``, ``BlockResult.leaves``);
+``BlockResult.state_root`` is the incremental root (``State.seal_block``).
+
+``check_tx(state, stx, now_ms=)`` is the mempool-side admission check: the same
+``authenticate`` against the current state with the node's clock as ``now_ms``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from typing import Any
+
+import msgspec
+
+from consensus import codec
+from consensus.credit import apply_committed_block
+from consensus.crypto import address
+from contracts import dispatch, errors, market, metering, notary, registry, settlement, token
+from contracts.context import BlockContext
+from contracts.records import BlockRewards, TxReceipt
+from contracts.state import Account, Location, State
+from contracts.traceability import merkle_root
+from contracts.transactions import (
+    AckDispatch,
+    ApproveRegistration,
+    Burn,
+    CancelOrder,
+    IssueDispatch,
+    Mint,
+    Notarize,
+    PlaceOrder,
+    RegisterRequest,
+    SetMeterKey,
+    SignedTx,
+    SubmitReading,
+    SuspendAccount,
+    Transfer,
+    decode_signed_tx,
+    verify_signature,
+)
+
+replace = msgspec.structs.replace
+
+
+class BlockError(ValueError):
+    """A block that cannot be applied to this state at all (wrong height, time going back,
+    validator index outside the committee). Raised before anything changes."""
+
+    code = "bad_block"
+
+
+class BlockInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What execution needs of a committed block."""
+
+    height: int
+    """Must be the state's height + 1."""
+    round: int
+    timestamp_ms: int
+    """Block time: the only clock contracts see; never below the previous block's."""
+    proposer: int
+    """Validator index of the block's author."""
+    voters: tuple[int, ...] = ()
+    """Signers of the QC this block carries."""
+    failed_authors: tuple[int, ...] = ()
+    """Leaders of rounds that ended in a TC, named by this block."""
+    equivocators: tuple[int, ...] = ()
+    """Validators with equivocation evidence in this block (taken as equivocating in ``round``)."""
+    equivocations: tuple[tuple[int, int], ...] = ()
+    """(validator, round) equivocation evidence; preferred over ``equivocators`` when known."""
+    txs: list[bytes] = []
+    """Raw signed transactions, in block order."""
+
+
+class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tx_hash: bytes
+    index: int
+    ok: bool
+    code: str
+    """"ok" or a stable error code."""
+    message: str
+    kind: str
+    sender: str
+    location: Location
+    """Where the receipt leaf is proven."""
+
+
+class BlockResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    height: int
+    state_root: bytes
+    receipts_root: bytes
+    leaves: tuple[bytes, ...]
+    """Canonical record bytes, the leaves of ``receipts_root`` (persist them for proofs)."""
+    tx_count: int
+    failed_count: int
+
+
+# --- authentication (shared with the mempool) ------------------------------------------
+
+def authenticate(state: State, stx: SignedTx, *, now_ms: int) -> Account | None:
+    """Envelope checks against ``state``; returns the sender account (None for a registration)."""
+    tx = stx.tx
+    if tx.chain_id != state.genesis.chain_id:
+        raise errors.fail(errors.WRONG_CHAIN, f"chain {tx.chain_id!r} is not {state.genesis.chain_id!r}")
+    if now_ms >= tx.expires_at_ms:
+        raise errors.fail(errors.EXPIRED, f"expired at {tx.expires_at_ms} ms (block time {now_ms} ms)")
+    account = state.accounts.get(tx.sender)
+    body = tx.body
+    if isinstance(body, RegisterRequest):
+        if account is not None:
+            raise errors.fail(errors.ALREADY_REGISTERED, f"account {tx.sender} already exists")
+        if address(tx.public_key) != tx.sender:
+            raise errors.fail(errors.WRONG_SIGNER, "sender is not the address of the signing key")
+        return None
+    if account is None or account.status != "active":
+        state_name = "unknown" if account is None else account.status
+        raise errors.fail(errors.NOT_REGISTERED, f"account {tx.sender} is {state_name}")
+    if isinstance(body, SubmitReading):
+        expected = account.meter_key if account.meter_key is not None else account.public_key
+        if tx.public_key != expected:
+            raise errors.fail(errors.WRONG_SIGNER, "a reading must be signed by the account's meter key")
+        last = account.meter_nonce
+    else:
+        if tx.public_key != account.public_key:
+            raise errors.fail(errors.WRONG_SIGNER, "not signed by the sender's key")
+        last = account.nonce
+    if tx.nonce <= last:
+        raise errors.fail(errors.STALE_NONCE, f"nonce {tx.nonce} <= last accepted {last}")
+    return account
+
+
+def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool = False) -> None:
+    """Mempool admission: raises ``TxError`` (codes as in receipts) or returns None."""
+    if check_signature and not verify_signature(stx):
+        raise errors.fail(errors.BAD_SIGNATURE, "signature does not verify")
+    authenticate(state, stx, now_ms=now_ms)
+
+
+# --- dispatch table ----------------------------------------------------------------------
+
+Handler = Callable[[BlockContext, Any, Any, bytes], None]
+
+
+def _plain(fn: Callable[[BlockContext, Any, Any], None]) -> Handler:
+    return lambda ctx, tx, body, _tx_hash: fn(ctx, tx, body)
+
+
+HANDLERS: dict[type, Handler] = {
+    RegisterRequest: _plain(registry.apply_register_request),
+    ApproveRegistration: _plain(registry.apply_approve_registration),
+    SuspendAccount: _plain(registry.apply_suspend_account),
+    SetMeterKey: _plain(registry.apply_set_meter_key),
+    Transfer: _plain(token.apply_transfer),
+    Mint: _plain(token.apply_mint),
+    Burn: _plain(token.apply_burn),
+    PlaceOrder: market.apply_place_order,
+    CancelOrder: _plain(market.apply_cancel_order),
+    SubmitReading: _plain(metering.apply_submit_reading),
+    IssueDispatch: _plain(dispatch.apply_issue_dispatch),
+    AckDispatch: _plain(dispatch.apply_ack_dispatch),
+    Notarize: notary.apply_notarize,
+}
+
+
+# --- the block -----------------------------------------------------------------------------
+
+def _check_block(state: State, block: BlockInput) -> None:
+    meta = state.meta
+    n = len(state.genesis.validators)
+    if block.height != meta.height + 1:
+        raise BlockError(f"block height {block.height}, expected {meta.height + 1}")
+    if block.timestamp_ms < meta.timestamp_ms:
+        raise BlockError(f"block time {block.timestamp_ms} ms is before {meta.timestamp_ms} ms")
+    indexes = [block.proposer, *block.voters, *block.failed_authors, *block.equivocators,
+               *(v for v, _ in block.equivocations)]
+    if any(not 0 <= i < n for i in indexes):
+        raise BlockError(f"validator index outside the committee of {n}")
+
+
+def _system_steps(ctx: BlockContext, block: BlockInput) -> None:
+    state = ctx.state
+    genesis = state.genesis
+    ts = ctx.timestamp_ms
+    meta = state.meta
+    due_clear = [s for s in meta.open_slots if market.gate_close_ms(genesis, s) <= ts]
+    if due_clear:
+        state.set_meta(replace(
+            meta, open_slots=meta.open_slots[len(due_clear):],
+            unsettled_slots=tuple(sorted({*meta.unsettled_slots, *due_clear}))))
+        for slot in due_clear:
+            market.clear_slot(ctx, slot)
+    meta = state.meta
+    due_settle = [s for s in meta.unsettled_slots if market.settle_time_ms(genesis, s) <= ts]
+    if due_settle:
+        state.set_meta(replace(meta, unsettled_slots=meta.unsettled_slots[len(due_settle):]))
+        for slot in due_settle:
+            settlement.settle_slot(ctx, slot)
+    dispatch.expire_dispatches(ctx)
+    _credit_and_rewards(ctx, block)
+
+
+def _credit_and_rewards(ctx: BlockContext, block: BlockInput) -> None:
+    state = ctx.state
+    genesis = state.genesis
+    equivocations = {*block.equivocations, *((v, block.round) for v in block.equivocators)}
+    state.credit = apply_committed_block(
+        state.credit, genesis.consensus.credit, round=block.round, proposer=block.proposer,
+        voters=block.voters, failed_authors=block.failed_authors, equivocations=equivocations)
+    voters = tuple(sorted(set(block.voters)))
+    t = genesis.token
+    paid: dict[int, int] = {block.proposer: t.block_reward_proposer_u}
+    for v in voters:
+        paid[v] = paid.get(v, 0) + t.block_reward_voter_u
+    for index in sorted(paid):
+        key = f"{index:04d}"
+        info = state.validators[key]
+        state.put("validators", key, replace(
+            info, rewards_u=info.rewards_u + paid[index],
+            blocks_proposed=info.blocks_proposed + (index == block.proposer),
+            qcs_signed=info.qcs_signed + (index in voters),
+        ))
+        token.credit(state, info.address, paid[index])
+    for index in sorted(set(block.failed_authors)):
+        key = f"{index:04d}"
+        info = state.validators[key]
+        state.put("validators", key, replace(info, failed_rounds=info.failed_rounds + 1))
+    total = sum(paid.values())
+    meta = state.meta
+    state.set_meta(replace(meta, supply_u=meta.supply_u + total, rewards_u=meta.rewards_u + total))
+    ctx.emit(BlockRewards(height=block.height, proposer=block.proposer, voters=voters,
+                          proposer_u=t.block_reward_proposer_u, voter_u=t.block_reward_voter_u))
+
+
+def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Receipt:
+    state = ctx.state
+    mark = ctx.mark()
+    kind = sender = ""
+    try:
+        stx = decode_signed_tx(raw)
+    except errors.TxError as exc:
+        return _receipt(ctx, codec.digest(raw), kind, sender, exc)
+    tx = stx.tx
+    kind, sender = tx.kind, tx.sender
+    try:
+        if stx.tx_hash not in verified and not verify_signature(stx):
+            raise errors.fail(errors.BAD_SIGNATURE, "signature does not verify")
+        authenticate(state, stx, now_ms=ctx.timestamp_ms)
+    except errors.TxError as exc:
+        return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+    state.begin()
+    try:
+        HANDLERS[type(tx.body)](ctx, tx, tx.body, stx.tx_hash)
+        account = state.accounts[tx.sender]
+        if isinstance(tx.body, SubmitReading):
+            state.put("accounts", tx.sender, replace(account, meter_nonce=tx.nonce))
+        else:
+            state.put("accounts", tx.sender, replace(account, nonce=tx.nonce))
+    except errors.TxError as exc:
+        state.rollback()
+        ctx.truncate(mark)
+        return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+    state.commit()
+    return _receipt(ctx, stx.tx_hash, kind, sender, None)
+
+
+def _receipt(ctx: BlockContext, tx_hash: bytes, kind: str, sender: str,
+             exc: errors.TxError | None) -> Receipt:
+    code = "ok" if exc is None else exc.code
+    location = ctx.emit(TxReceipt(tx_hash=tx_hash, index=ctx.tx_index, kind=kind, sender=sender,
+                                  ok=exc is None, code=code))
+    return Receipt(tx_hash=tx_hash, index=ctx.tx_index, ok=exc is None, code=code,
+                   message="" if exc is None else exc.message, kind=kind, sender=sender,
+                   location=location)
+
+
+def apply_block(state: State, block: BlockInput, *, verified: Container[bytes] = frozenset()
+                ) -> tuple[State, list[Receipt], BlockResult]:
+    """Execute ``block`` on ``state`` (in place); see the module docstring."""
+    _check_block(state, block)
+    ctx = BlockContext(state, height=block.height, timestamp_ms=block.timestamp_ms)
+    state.set_meta(replace(state.meta, height=block.height, timestamp_ms=block.timestamp_ms))
+    _system_steps(ctx, block)
+    receipts: list[Receipt] = []
+    for index, raw in enumerate(block.txs):
+        ctx.tx_index = index
+        receipts.append(_apply_tx(ctx, raw, verified))
+    ctx.tx_index = -1
+    receipts_root = merkle_root(ctx.leaves)
+    state_root = state.seal_block(block.height)
+    failed = sum(1 for r in receipts if not r.ok)
+    return state, receipts, BlockResult(
+        height=block.height, state_root=state_root, receipts_root=receipts_root,
+        leaves=tuple(ctx.leaves), tx_count=len(receipts), failed_count=failed)

@@ -1,0 +1,179 @@
+"""Genesis: the chain's first state and every parameter of the built-in contracts.
+
+``Genesis`` is what ``gridchain genesis`` writes and every node loads; its
+canonical digest identifies the chain configuration. ``validate_genesis`` rejects
+a document that could not run (``GenesisError`` with a clear message), e.g.
+MARKET.md's ``0 <= p_long <= p_min <= p_max <= p_short``. ``initial_state``
+builds the ``State`` every node starts executing from.
+
+Units: time in ms (block time), energy in Wh, money in µ, prices in µ/Wh.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from consensus import crypto
+from consensus.config import ConsensusParams
+from contracts.errors import GenesisError
+from contracts.transactions import ROLES, Address, Name, PublicKey, Zone
+
+if TYPE_CHECKING:
+    from contracts.state import State
+
+
+class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Market rules (MARKET.md). Defaults suit a production chain; a devnet passes a small ``slot_ms``."""
+
+    slot_ms: int = 60_000
+    """Length of one delivery slot. Slot s is [T0 + s·slot_ms, T0 + (s+1)·slot_ms)."""
+    gate_lead_ms: int = 10_000
+    """Orders for slot s close at T0 + s·slot_ms − gate_lead_ms (gate closure)."""
+    max_horizon_slots: int = 96
+    """Orders may be placed for at most this many slots after the current one."""
+    p_min: int = 0
+    """Lowest order price, µ/Wh."""
+    p_max: int = 1_000
+    """Highest order price, µ/Wh (1 µ/Wh = 1 token/MWh)."""
+    grid_fee: int = 5
+    """Grid fee in µ/Wh added to every ask's effective price and paid to the grid operator."""
+    p_short: int = 1_200
+    """Price of missing energy (negative imbalance), µ/Wh."""
+    p_long: int = 0
+    """Price paid for surplus energy (positive imbalance), µ/Wh."""
+    meter_window_ms: int = 60_000
+    """Readings for slot s are accepted until the slot's end plus this window."""
+    max_order_wh: int = 10_000_000
+    """Largest quantity of one order, Wh."""
+    max_orders_per_slot: int = 100_000
+    """Bound on orders one slot holds (back-pressure: further orders are ``limit_reached``)."""
+
+
+class TokenParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Settlement token issuance and incentives (DESIGN.md §4 "Incentives")."""
+
+    block_reward_proposer_u: int = 1_000
+    """Minted to the proposer of every committed block (its validator account)."""
+    block_reward_voter_u: int = 100
+    """Minted to each signer of the QC a committed block carries."""
+
+
+class LimitParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Bounds on state that users can grow."""
+
+    max_pending_registrations: int = 10_000
+    """Registration requests awaiting approval at once."""
+    max_open_dispatches: int = 10_000
+    """Dispatch instructions awaiting acknowledgement or deadline at once."""
+    max_dispatch_horizon_ms: int = 7 * 24 * 3_600_000
+    """A dispatch deadline may be at most this far after the issuing block."""
+
+
+class ValidatorEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    role: str
+    """The consortium role the validator's operator holds (generator, grid, retailer, user, ...)."""
+    public_key: PublicKey
+    address: Address
+
+
+class AccountEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    address: Address
+    public_key: PublicKey
+    role: str
+    zone: Zone = "Z1"
+    balance_u: int = 0
+    meter_key: PublicKey | None = None
+
+
+class Genesis(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    chain_id: str
+    genesis_time_ms: int
+    """T0: slot 0 starts here."""
+    grid_operator: Address
+    """The manager account: approves registrations, mints/burns, dispatches, receives fees."""
+    validators: tuple[ValidatorEntry, ...]
+    """The committee, in index order (validator i is NodeId i)."""
+    accounts: tuple[AccountEntry, ...] = ()
+    market: MarketParams = MarketParams()
+    token: TokenParams = TokenParams()
+    limits: LimitParams = LimitParams()
+    consensus: ConsensusParams = ConsensusParams()
+
+
+def default_market_params(**overrides: int) -> MarketParams:
+    """``MarketParams`` with the documented defaults, any field overridable."""
+    return msgspec.structs.replace(MarketParams(), **overrides)
+
+
+def validate_genesis(genesis: Genesis) -> None:
+    """Raise ``GenesisError`` if ``genesis`` cannot start a chain."""
+    m = genesis.market
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise GenesisError(message)
+
+    need(bool(genesis.chain_id) and len(genesis.chain_id) <= 64, "chain_id must be 1..64 characters")
+    need(genesis.genesis_time_ms >= 0, "genesis_time_ms must be >= 0")
+    need(0 <= m.p_long <= m.p_min <= m.p_max <= m.p_short,
+         "market prices must satisfy 0 <= p_long <= p_min <= p_max <= p_short "
+         f"(got p_long={m.p_long}, p_min={m.p_min}, p_max={m.p_max}, p_short={m.p_short})")
+    need(m.slot_ms > 0, "market.slot_ms must be > 0")
+    need(m.gate_lead_ms >= 0, "market.gate_lead_ms must be >= 0")
+    need(m.max_horizon_slots >= 0, "market.max_horizon_slots must be >= 0")
+    need(m.grid_fee >= 0, "market.grid_fee must be >= 0")
+    need(m.meter_window_ms >= 0, "market.meter_window_ms must be >= 0")
+    need(m.max_order_wh >= 1, "market.max_order_wh must be >= 1")
+    need(m.max_orders_per_slot >= 1, "market.max_orders_per_slot must be >= 1")
+    t = genesis.token
+    need(t.block_reward_proposer_u >= 0 and t.block_reward_voter_u >= 0, "block rewards must be >= 0")
+    need(len(genesis.validators) >= 1, "genesis needs at least one validator")
+    seen: set[str] = set()
+    for v in genesis.validators:
+        need(crypto.address(v.public_key) == v.address, f"validator {v.name}: address does not match its key")
+        need(v.address not in seen, f"validator {v.name}: duplicate address")
+        seen.add(v.address)
+    seen = set()
+    for a in genesis.accounts:
+        need(a.role in ROLES, f"account {a.name}: unknown role {a.role!r} (one of {', '.join(ROLES)})")
+        need(crypto.address(a.public_key) == a.address, f"account {a.name}: address does not match its key")
+        need(a.address not in seen, f"account {a.name}: duplicate address")
+        need(a.balance_u >= 0, f"account {a.name}: negative balance")
+        seen.add(a.address)
+    grid = [a for a in genesis.accounts if a.address == genesis.grid_operator]
+    need(bool(grid) and grid[0].role == "grid", "grid_operator must be a genesis account with role 'grid'")
+
+
+def initial_state(genesis: Genesis) -> State:
+    """The state before block 1: genesis accounts (plus an account per validator
+    address that has none, role ``validator``, so rewards have somewhere to go),
+    validator records, initial credit; its root is the digest of its encoding."""
+    validate_genesis(genesis)
+    from consensus import codec
+    from consensus.credit import initial_credit
+    from contracts import state as st
+
+    state = st.State(genesis, initial_credit(len(genesis.validators), genesis.consensus.credit))
+    supply = 0
+    for a in genesis.accounts:
+        state.accounts[a.address] = st.Account(
+            address=a.address, name=a.name, role=a.role, zone=a.zone, status="active",
+            public_key=a.public_key, meter_key=a.meter_key, balance_u=a.balance_u,
+        )
+        supply += a.balance_u
+    for i, v in enumerate(genesis.validators):
+        state.validators[f"{i:04d}"] = st.ValidatorInfo(
+            index=i, name=v.name, role=v.role, public_key=v.public_key, address=v.address,
+        )
+        if v.address not in state.accounts:
+            state.accounts[v.address] = st.Account(
+                address=v.address, name=v.name, role="validator", zone="validators",
+                status="active", public_key=v.public_key, meter_key=None,
+            )
+    state.meta_table["meta"] = st.Meta(supply_u=supply, timestamp_ms=genesis.genesis_time_ms)
+    state.root = codec.digest(st.encode_state(state))
+    return state

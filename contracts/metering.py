@@ -1,0 +1,47 @@
+"""Metering: signed readings per account and slot (MARKET.md "Metering").
+
+A reading for slot s is accepted from the end of the slot until ``settle_time(s)``
+[``reading_window_closed``], once per account and slot [``duplicate_reading``].
+The executor has already checked that it was signed by the account's meter key
+(or its own key when it has none). Accounts of roles that neither consume nor
+produce (grid, regulator, validator) submit no readings [``role_not_allowed``].
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts import errors
+from contracts.context import BlockContext
+from contracts.market import settle_time_ms, slot_end_ms
+from contracts.records import ReadingRecord
+from contracts.state import Reading, SlotRecord, pair_key, slot_key
+from contracts.transactions import SubmitReading, Tx
+
+replace = msgspec.structs.replace
+METERED_ROLES = frozenset({"generator", "consumer", "prosumer", "retailer"})
+
+
+def apply_submit_reading(ctx: BlockContext, tx: Tx, body: SubmitReading) -> None:
+    state = ctx.state
+    genesis = state.genesis
+    account = state.accounts[tx.sender]
+    if account.role not in METERED_ROLES:
+        raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
+    if not slot_end_ms(genesis, body.slot) <= ctx.timestamp_ms < settle_time_ms(genesis, body.slot):
+        raise errors.fail(errors.READING_WINDOW_CLOSED,
+                          f"readings for slot {body.slot} are accepted in "
+                          f"[{slot_end_ms(genesis, body.slot)}, {settle_time_ms(genesis, body.slot)}) ms")
+    key = pair_key(body.slot, tx.sender)
+    if key in state.readings:
+        raise errors.fail(errors.DUPLICATE_READING, f"slot {body.slot} already has a reading")
+    location = ctx.emit(ReadingRecord(slot=body.slot, account=tx.sender, import_wh=body.import_wh,
+                                      export_wh=body.export_wh, signed_by=tx.public_key))
+    state.put("readings", key, Reading(slot=body.slot, account=tx.sender, import_wh=body.import_wh,
+                                       export_wh=body.export_wh, location=location))
+    skey = slot_key(body.slot)
+    if skey not in state.slots:
+        # A slot without orders was never cleared; it still needs settling.
+        state.put("slots", skey, SlotRecord(slot=body.slot, status="cleared"))
+        meta = state.meta
+        state.set_meta(replace(meta, unsettled_slots=tuple(sorted({*meta.unsettled_slots, body.slot}))))

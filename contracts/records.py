@@ -1,0 +1,127 @@
+"""Records: the leaves of each block's receipts tree (``contracts.traceability``).
+
+Every executed block yields an ordered list of records, each encoded canonically
+(``consensus.codec.encode``) — the leaf bytes. System steps come first (clearing,
+trades, settlement lines, missed dispatches, rewards), then for each transaction
+its events followed by its receipt. A failed transaction leaves only its receipt.
+Records are a tagged union on the field ``record``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="record"):
+    pass
+
+
+class TxReceipt(_Record, frozen=True, tag="receipt"):
+    tx_hash: bytes
+    index: int
+    kind: str
+    sender: str
+    ok: bool
+    code: str
+    """"ok" or the stable error code."""
+
+
+class OrderPlaced(_Record, frozen=True, tag="order"):
+    order_id: str
+    owner: str
+    slot: int
+    side: str
+    price_u_per_wh: int
+    quantity_wh: int
+    energy_type: str
+    seq: tuple[int, int]
+    locked_u: int
+
+
+class OrderCancelled(_Record, frozen=True, tag="order_cancelled"):
+    order_id: str
+    released_u: int
+
+
+class SlotCleared(_Record, frozen=True, tag="clearing"):
+    slot: int
+    price_u_per_wh: int | None
+    volume_wh: int
+    trade_count: int
+    trades_digest: bytes
+    fee_u_per_wh: int
+
+
+class TradeRecord(_Record, frozen=True, tag="trade"):
+    trade_id: str
+    slot: int
+    buyer: str
+    seller: str
+    buy_order: str
+    sell_order: str
+    quantity_wh: int
+    price_u_per_wh: int
+    fee_u_per_wh: int
+    energy_type: str
+
+
+class ReadingRecord(_Record, frozen=True, tag="reading"):
+    slot: int
+    account: str
+    import_wh: int
+    export_wh: int
+    signed_by: bytes
+
+
+class SettlementRecord(_Record, frozen=True, tag="settlement"):
+    slot: int
+    account: str
+    contracted_wh: int
+    metered_wh: int
+    delta_wh: int
+    imbalance_u: int
+    reading_missing: bool
+    proceeds_u: int
+    debt_added_u: int
+
+
+class SlotSettled(_Record, frozen=True, tag="slot_settled"):
+    slot: int
+    accounts: int
+    grid_u: int
+
+
+class DispatchIssued(_Record, frozen=True, tag="dispatch"):
+    dispatch_id: int
+    account: str
+    direction: str
+    amount_wh: int
+    deadline_ms: int
+    penalty_u: int
+
+
+class DispatchResolved(_Record, frozen=True, tag="dispatch_resolved"):
+    dispatch_id: int
+    status: str
+    penalty_u: int
+    debt_added_u: int
+
+
+class Notarized(_Record, frozen=True, tag="notarized"):
+    doc_hash: bytes
+    parties: tuple[str, ...]
+    title: str
+
+
+class BlockRewards(_Record, frozen=True, tag="rewards"):
+    height: int
+    proposer: int
+    voters: tuple[int, ...]
+    proposer_u: int
+    voter_u: int
+
+
+Record = (
+    TxReceipt | OrderPlaced | OrderCancelled | SlotCleared | TradeRecord | ReadingRecord
+    | SettlementRecord | SlotSettled | DispatchIssued | DispatchResolved | Notarized | BlockRewards
+)

@@ -1,0 +1,75 @@
+"""Registry: accounts, roles, zones, meter keys.
+
+An applicant signs ``register_request`` with its own key (nonce 1): the account
+appears as ``pending``. Only the grid operator (the manager) approves it
+(``approve_registration``), suspends or reinstates it (``suspend_account``) and
+sets its certified meter key (``set_meter_key``). Only active accounts transact.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from consensus import crypto
+from contracts import errors
+from contracts.context import BlockContext
+from contracts.state import Account
+from contracts.token import get_account, require_grid_operator
+from contracts.transactions import (
+    REQUESTABLE_ROLES,
+    ApproveRegistration,
+    RegisterRequest,
+    SetMeterKey,
+    SuspendAccount,
+    Tx,
+)
+
+replace = msgspec.structs.replace
+
+
+def apply_register_request(ctx: BlockContext, tx: Tx, body: RegisterRequest) -> None:
+    state = ctx.state
+    if tx.sender in state.accounts:
+        raise errors.fail(errors.ALREADY_REGISTERED, f"account {tx.sender} already exists")
+    if crypto.address(tx.public_key) != tx.sender:
+        raise errors.fail(errors.WRONG_SIGNER, "sender is not the address of the signing key")
+    if body.role not in REQUESTABLE_ROLES:
+        raise errors.fail(errors.BAD_ROLE, f"role {body.role!r} cannot be requested")
+    meta = state.meta
+    if meta.pending_registrations >= state.genesis.limits.max_pending_registrations:
+        raise errors.fail(errors.LIMIT_REACHED, "too many registrations awaiting approval")
+    state.put("accounts", tx.sender, Account(
+        address=tx.sender, name=body.name, role=body.role, zone=body.zone, status="pending",
+        public_key=tx.public_key, meter_key=body.meter_key,
+    ))
+    state.set_meta(replace(meta, pending_registrations=meta.pending_registrations + 1))
+
+
+def apply_approve_registration(ctx: BlockContext, tx: Tx, body: ApproveRegistration) -> None:
+    state = ctx.state
+    require_grid_operator(state, tx)
+    account = get_account(state, body.account)
+    if account.status != "pending":
+        raise errors.fail(errors.NOT_PENDING, f"account {body.account} is {account.status}")
+    state.put("accounts", body.account, replace(account, status="active"))
+    meta = state.meta
+    state.set_meta(replace(meta, pending_registrations=meta.pending_registrations - 1))
+
+
+def apply_suspend_account(ctx: BlockContext, tx: Tx, body: SuspendAccount) -> None:
+    state = ctx.state
+    require_grid_operator(state, tx)
+    account = get_account(state, body.account)
+    if body.account == state.genesis.grid_operator:
+        raise errors.fail(errors.UNAUTHORIZED, "the grid operator cannot suspend itself")
+    if account.status == "pending":
+        raise errors.fail(errors.NOT_PENDING, f"account {body.account} is not approved yet")
+    state.put("accounts", body.account,
+              replace(account, status="suspended" if body.suspended else "active"))
+
+
+def apply_set_meter_key(ctx: BlockContext, tx: Tx, body: SetMeterKey) -> None:
+    state = ctx.state
+    require_grid_operator(state, tx)
+    account = get_account(state, body.account)
+    state.put("accounts", body.account, replace(account, meter_key=body.meter_key))

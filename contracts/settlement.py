@@ -1,0 +1,92 @@
+"""Settlement: per account and slot, contracted vs metered energy, imbalance priced at
+``p_short`` / ``p_long``, zero-sum with the grid operator (MARKET.md "Settlement").
+
+``imbalance`` is the pure rule (also used by ``gridchain market settle``);
+``settle_slot`` is the system step run in the first block at or after
+``settle_time(s)``. For each account (sorted by address): the charge is taken from
+the slot's pending proceeds, then the free balance, the rest becomes debt; the
+remaining proceeds become free balance (repaying debt first). The grid operator
+receives every charge in full and pays every surplus; its net is applied once.
+Σ over accounts of (balance + pending − debt) changes by exactly 0.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.context import BlockContext
+from contracts.records import SettlementRecord, SlotSettled
+from contracts.state import SettlementLine, pair_key, slot_key
+from contracts.token import charge, credit
+
+replace = msgspec.structs.replace
+
+
+class Imbalance(msgspec.Struct, frozen=True):
+    contracted_wh: int
+    """C = sold − bought."""
+    metered_wh: int
+    """M = export − import (assumed when the reading is missing)."""
+    delta_wh: int
+    """Δ = M − C."""
+    imbalance_u: int
+    """Positive: the account receives Δ·p_long; negative: it pays |Δ|·p_short."""
+
+
+def imbalance(*, sold_wh: int, bought_wh: int, reading: tuple[int, int] | None,
+              p_short: int, p_long: int) -> Imbalance:
+    """``reading`` is (import_wh, export_wh) or None when missing (worst case for the account)."""
+    contracted = sold_wh - bought_wh
+    if reading is not None:
+        metered = reading[1] - reading[0]
+    elif contracted > 0:
+        metered = 0  # a net seller without a reading is taken to have exported nothing
+    else:
+        metered = contracted  # a net buyer or flat account: delivered exactly its contract
+    delta = metered - contracted
+    amount = delta * p_long if delta > 0 else delta * p_short
+    return Imbalance(contracted_wh=contracted, metered_wh=metered, delta_wh=delta, imbalance_u=amount)
+
+
+def settle_slot(ctx: BlockContext, slot: int) -> None:
+    state = ctx.state
+    genesis = state.genesis
+    m = genesis.market
+    grid = genesis.grid_operator
+    grid_net_u = 0
+    accounts = sorted(state.accounts_by_slot.get(slot, ()))
+    for address in accounts:
+        pos = state.positions.get(pair_key(slot, address))
+        reading = state.readings.get(pair_key(slot, address))
+        result = imbalance(
+            sold_wh=pos.sold_wh if pos else 0, bought_wh=pos.bought_wh if pos else 0,
+            reading=(reading.import_wh, reading.export_wh) if reading else None,
+            p_short=m.p_short, p_long=m.p_long)
+        proceeds = pos.proceeds_u if pos else 0
+        cost = max(0, -result.imbalance_u)
+        from_proceeds = min(cost, proceeds)
+        account = state.accounts[address]
+        state.put("accounts", address, replace(account, pending_u=account.pending_u - proceeds))
+        # The charge comes out of the slot's proceeds first, then free balance, then debt.
+        debt_added = charge(state, address, cost - from_proceeds)
+        # What is left of the proceeds, and any surplus payment, repays old debt first.
+        credit(state, address, proceeds - from_proceeds + max(0, result.imbalance_u))
+        grid_net_u -= result.imbalance_u
+        location = ctx.emit(SettlementRecord(
+            slot=slot, account=address, contracted_wh=result.contracted_wh,
+            metered_wh=result.metered_wh, delta_wh=result.delta_wh,
+            imbalance_u=result.imbalance_u, reading_missing=reading is None,
+            proceeds_u=proceeds, debt_added_u=debt_added))
+        state.put("settlements", pair_key(slot, address), SettlementLine(
+            slot=slot, account=address, contracted_wh=result.contracted_wh,
+            metered_wh=result.metered_wh, delta_wh=result.delta_wh,
+            imbalance_u=result.imbalance_u, reading_missing=reading is None,
+            proceeds_u=proceeds, debt_added_u=debt_added, location=location))
+    if grid_net_u > 0:
+        credit(state, grid, grid_net_u)
+    elif grid_net_u < 0:
+        charge(state, grid, -grid_net_u)
+    ctx.emit(SlotSettled(slot=slot, accounts=len(accounts), grid_u=grid_net_u))
+    key = slot_key(slot)
+    record = state.slots[key]
+    state.put("slots", key, replace(record, status="settled"))
