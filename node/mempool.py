@@ -1,0 +1,155 @@
+"""The mempool: admitted transactions waiting for a block.
+
+Bounded (``capacity`` in total, ``account_limit`` per sender), deduplicated by tx
+hash and by (sender, nonce), and it hands out proposal batches in per-sender
+nonce order. It is plain in-memory bookkeeping on the event loop: every method
+is O(batch) or O(pool) with small constants and never awaits.
+
+Life of a transaction: ``add`` (after the signature and ``contracts.check_tx``
+passed) -> picked by ``batch`` for a proposal and ``mark_proposed`` (also when a
+peer's proposal carries it), so the next leader does not propose it again while
+that block is in flight -> ``remove_committed`` when its block commits (which
+also drops the sender's now-stale nonces). A tx whose proposal did not commit
+becomes eligible again after ``repropose_after_rounds`` rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DUPLICATE = "duplicate"
+NONCE_IN_USE = "nonce_in_use"
+ACCOUNT_FULL = "account_limit"
+MEMPOOL_FULL = "mempool_full"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTx:
+    """One admitted transaction: its raw signed bytes and what ordering needs."""
+
+    tx_hash: bytes
+    raw: bytes
+    sender: str
+    nonce: int
+    expires_at_ms: int
+
+
+class Mempool:
+    """Pending transactions; see the module docstring."""
+
+    def __init__(self, *, capacity: int, account_limit: int, repropose_after_rounds: int = 4) -> None:
+        assert capacity > 0 and account_limit > 0
+        self.capacity = capacity
+        self.account_limit = account_limit
+        self.repropose_after_rounds = repropose_after_rounds
+        self._txs: dict[bytes, PoolTx] = {}
+        """Every pending tx by hash, in arrival order (dicts keep insertion order)."""
+        self._by_sender: dict[str, dict[int, bytes]] = {}
+        """sender -> nonce -> hash."""
+        self._proposed: dict[bytes, int] = {}
+        """hash -> round of the latest proposal that carried it (only hashes in ``_txs``)."""
+        self.total_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_hash: object) -> bool:
+        return tx_hash in self._txs
+
+    def get(self, tx_hash: bytes) -> PoolTx | None:
+        return self._txs.get(tx_hash)
+
+    def free(self) -> int:
+        return self.capacity - len(self._txs)
+
+    def check(self, tx: PoolTx) -> str | None:
+        """Why ``tx`` cannot be added now (a code), or None."""
+        if tx.tx_hash in self._txs:
+            return DUPLICATE
+        nonces = self._by_sender.get(tx.sender)
+        if nonces is not None:
+            if tx.nonce in nonces:
+                return NONCE_IN_USE
+            if len(nonces) >= self.account_limit:
+                return ACCOUNT_FULL
+        if len(self._txs) >= self.capacity:
+            return MEMPOOL_FULL
+        return None
+
+    def add(self, tx: PoolTx) -> str | None:
+        """Add ``tx``; return None, or the code of why it was not added (nothing changes then)."""
+        reason = self.check(tx)
+        if reason is not None:
+            return reason
+        self._txs[tx.tx_hash] = tx
+        self._by_sender.setdefault(tx.sender, {})[tx.nonce] = tx.tx_hash
+        self.total_bytes += len(tx.raw)
+        return None
+
+    def _remove(self, tx_hash: bytes) -> None:
+        tx = self._txs.pop(tx_hash, None)
+        if tx is None:
+            return
+        self._proposed.pop(tx_hash, None)
+        self.total_bytes -= len(tx.raw)
+        nonces = self._by_sender.get(tx.sender)
+        if nonces is not None:
+            nonces.pop(tx.nonce, None)
+            if not nonces:
+                del self._by_sender[tx.sender]
+
+    def batch(self, *, max_txs: int, max_bytes: int, round: int) -> list[PoolTx]:
+        """Up to ``max_txs``/``max_bytes`` of the oldest txs not in flight, each
+        sender's in increasing nonce order."""
+        chosen: list[PoolTx] = []
+        size = 0
+        stale_before = round - self.repropose_after_rounds
+        proposed = self._proposed
+        done: set[str] = set()
+        for tx in self._txs.values():
+            if tx.sender in done:
+                continue
+            done.add(tx.sender)
+            nonces = self._by_sender[tx.sender]
+            for nonce in sorted(nonces):
+                candidate = self._txs[nonces[nonce]]
+                seen_round = proposed.get(candidate.tx_hash)
+                if seen_round is not None and seen_round > stale_before:
+                    continue
+                if len(chosen) >= max_txs or size + len(candidate.raw) > max_bytes:
+                    return chosen
+                chosen.append(candidate)
+                size += len(candidate.raw)
+        return chosen
+
+    def mark_proposed(self, hashes: Iterable[bytes], round: int) -> None:
+        """A proposal for ``round`` carries these txs; do not propose them again for a while."""
+        txs = self._txs
+        proposed = self._proposed
+        for tx_hash in hashes:
+            if tx_hash in txs:
+                proposed[tx_hash] = round
+
+    def remove_committed(self, committed: Sequence[tuple[bytes, str, int]]) -> int:
+        """Drop committed ``(hash, sender, nonce)`` and every pending tx of that sender
+        with a nonce at or below it (it can no longer commit). Returns how many left."""
+        before = len(self._txs)
+        top: dict[str, int] = {}
+        for tx_hash, sender, nonce in committed:
+            self._remove(tx_hash)
+            if nonce > top.get(sender, 0):
+                top[sender] = nonce
+        for sender, nonce in top.items():
+            nonces = self._by_sender.get(sender)
+            if nonces:
+                for stale in [n for n in nonces if n <= nonce]:
+                    self._remove(nonces[stale])
+        return before - len(self._txs)
+
+    def evict_expired(self, now_ms: int) -> int:
+        """Drop txs whose expiry has passed (they could only fail). Returns how many."""
+        expired = [h for h, tx in self._txs.items() if tx.expires_at_ms <= now_ms]
+        for tx_hash in expired:
+            self._remove(tx_hash)
+        return len(expired)

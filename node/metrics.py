@@ -1,0 +1,71 @@
+"""Prometheus metrics of one node: one registry per node, one line of doc per metric.
+
+The names are a published interface (the Grafana dashboard and alert rules in
+deploy/ are built on them; see /work/notes/deploy.md) — never rename one.
+Metrics without a value yet report 0.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class NodeMetrics:
+    """Every metric the node exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.up = Gauge("gridchain_up", "1 while the node process is running.", registry=r)
+        self.height = Gauge("gridchain_height", "Height of the latest committed and executed block.", registry=r)
+        self.round = Gauge("gridchain_round", "Current consensus round.", registry=r)
+        self.last_voted_round = Gauge("gridchain_last_voted_round", "Highest round this validator voted in.", registry=r)
+        self.commit_latency = Histogram(
+            "gridchain_commit_latency_seconds",
+            "Time from a transaction's admission at this node to the commit of its block.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.block_interval = Histogram(
+            "gridchain_block_interval_seconds", "Time between consecutive committed blocks at this node.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.timeouts = Counter("gridchain_timeouts", "Rounds this validator timed out in.", registry=r)
+        self.tcs = Counter("gridchain_timeout_certificates", "Timeout certificates formed or received.", registry=r)
+        self.leader_changes = Counter("gridchain_leader_changes", "Round changes to a different leader.", registry=r)
+        self.blocks_committed = Counter("gridchain_blocks_committed", "Blocks committed and executed.", registry=r)
+        self.txs_submitted = Counter(
+            "gridchain_transactions_submitted", "Transactions admitted (202) by this node's API.", registry=r)
+        self.txs_committed = Counter(
+            "gridchain_transactions_committed", "Committed transactions with a successful receipt.", registry=r)
+        self.txs_failed = Counter(
+            "gridchain_transactions_failed", "Committed transactions with a failed receipt.", registry=r)
+        self.dropped = Counter(
+            "gridchain_peer_messages_dropped", "Peer messages dropped at the edge, by reason.", ["reason"], registry=r)
+        self.state_root_mismatch = Counter(
+            "gridchain_state_root_mismatch",
+            "Proposals whose executed_state_root differs from ours at the same height (alarm).", registry=r)
+        self.credit = Gauge("gridchain_validator_credit", "C-LBFT credit per validator.", ["validator"], registry=r)
+        self.leader_share = Gauge(
+            "gridchain_validator_leader_share", "Share of the last rounds led by each validator (0..1).",
+            ["validator"], registry=r)
+        self.leader_threshold = Gauge(
+            "gridchain_credit_leader_threshold", "Credit below which a validator is not elected leader.", registry=r)
+        self.mempool_size = Gauge("gridchain_mempool_size", "Transactions waiting in the mempool.", registry=r)
+        self.mempool_capacity = Gauge("gridchain_mempool_capacity", "Mempool capacity in transactions.", registry=r)
+        self.peers = Gauge("gridchain_peers", "Authenticated peer connections.", registry=r)
+        self.is_leader = Gauge("gridchain_is_leader", "1 if this validator leads the current round.", registry=r)
+        self.clearing_price = Gauge(
+            "gridchain_market_clearing_price_u_per_wh", "Clearing price of the latest cleared slot (µ/Wh).", registry=r)
+        self.cleared_volume = Gauge(
+            "gridchain_market_cleared_volume_wh", "Traded volume of the latest cleared slot (Wh).", registry=r)
+        self.up.set(1)
+
+    def init_labels(self, validator_names: list[str], reasons: tuple[str, ...]) -> None:
+        """Create labelled series up front so every series reports 0 before its first event."""
+        for name in validator_names:
+            self.credit.labels(validator=name)
+            self.leader_share.labels(validator=name)
+        for reason in reasons:
+            self.dropped.labels(reason=reason)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
