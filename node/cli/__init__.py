@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 # Order here is the order in ``gridchain --help``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "sim",
     "keys",
     "genesis",
 )
