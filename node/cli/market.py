@@ -219,7 +219,7 @@ def _orders(signers: list[crypto.Signer], count: int, *, slots: int, seed: int) 
     for n in range(count):
         h = int.from_bytes(hashlib.sha256(f"{seed}/{n}".encode()).digest()[:8], "big")
         k = n % len(signers)
-        side = "buy" if k % 2 == 0 else "sell"  # an account keeps one side: no self-trade
+        side: Literal["buy", "sell"] = "buy" if k % 2 == 0 else "sell"  # one side per account
         price = 300 + (h % 400) if side == "buy" else 200 + (h % 400)
         nonces[k] += 1
         s = signers[k]
