@@ -55,7 +55,7 @@ done
 
 log "generating keys and genesis for $NODES"
 # shellcheck disable=SC2086  # GRIDCHAIN_GENESIS_ARGS is a list of flags on purpose
-gridchain genesis --out "$G" --nodes "$NODES" --host-mode compose ${GRIDCHAIN_GENESIS_ARGS:-}
+gridchain genesis --out "$G" --nodes "$NODES" --host-mode compose ${GRIDCHAIN_GENESIS_ARGS:-} >/dev/null
 
 for name in $names; do
     [ -d "$G/$name" ] || { log "ERROR: gridchain genesis did not create $G/$name"; exit 1; }
