@@ -248,7 +248,7 @@ class State:
             "settlements": self.settlements, "dispatches": self.dispatches,
             "notary": self.notary, "validators": self.validators, "meta": self.meta_table,
         }
-        self._journal: list[tuple[str, str, Any]] | None = None
+        self._journal: list[tuple[str, str, Any, bool]] | None = None
         self._credit_before: CreditState | None = None
         self._dirty: dict[tuple[str, str], None] = {}
         # Derived indexes (not hashed; rebuilt by ``_reindex``).
@@ -269,7 +269,7 @@ class State:
         tab = self._tables[table]
         old = tab.get(key, _MISSING)
         if self._journal is not None:
-            self._journal.append((table, key, old))
+            self._journal.append((table, key, old, (table, key) in self._dirty))
         tab[key] = value
         self._dirty[(table, key)] = None
         self._index(table, key, old, value)
@@ -329,8 +329,11 @@ class State:
         journal = self._journal
         assert journal is not None
         self._journal = None
-        for table, key, old in reversed(journal):
+        for table, key, old, was_dirty in reversed(journal):
             self._restore(table, key, old)
+            if not was_dirty:
+                # A rolled-back write leaves no trace, not even in the block's write set.
+                self._dirty.pop((table, key), None)
         assert self._credit_before is not None
         self.credit = self._credit_before
 
