@@ -2,9 +2,9 @@
 # Build the GridChain image (offline when no registry is reachable) and start the
 # four-validator consortium with docker compose; wait until every node is ready.
 #
-# Base image, first that applies: $GRIDCHAIN_BASE_IMAGE; python:3.11-slim if it is
-# already local or can be pulled; else gridchain-base:local built by
-# deploy/build-base.sh (debootstrap; needs root). Python packages always come from
+# Base image, first that applies: $GRIDCHAIN_BASE_IMAGE; python:3.11-slim if local;
+# gridchain-base:local if local; python:3.11-slim if it can be pulled; else
+# gridchain-base:local built by deploy/build-base.sh (debootstrap; needs root). Python packages always come from
 # deploy/wheelhouse (deploy/build-wheelhouse.sh), never from an index during the build.
 #
 # Env: GRIDCHAIN_IMAGE (gridchain:local), GRIDCHAIN_BASE_IMAGE, GRIDCHAIN_PROFILES
@@ -27,6 +27,9 @@ pick_base() {
         echo "$GRIDCHAIN_BASE_IMAGE"
     elif docker image inspect python:3.11-slim >/dev/null 2>&1; then
         echo python:3.11-slim
+    elif docker image inspect gridchain-base:local >/dev/null 2>&1; then
+        bash "$ROOT/deploy/build-base.sh" gridchain-base:local  # no-op when current
+        echo gridchain-base:local
     elif timeout 60 docker pull -q python:3.11-slim >/dev/null 2>&1; then
         echo python:3.11-slim
     else
