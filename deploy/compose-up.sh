@@ -28,7 +28,8 @@ pick_base() {
     elif docker image inspect python:3.11-slim >/dev/null 2>&1; then
         echo python:3.11-slim
     elif docker image inspect gridchain-base:local >/dev/null 2>&1; then
-        bash "$ROOT/deploy/build-base.sh" gridchain-base:local  # no-op when current
+        bash "$ROOT/deploy/build-base.sh" gridchain-base:local \
+            || log "could not refresh gridchain-base:local (needs root); using the existing image"
         echo gridchain-base:local
     elif timeout 60 docker pull -q python:3.11-slim >/dev/null 2>&1; then
         echo python:3.11-slim
