@@ -91,7 +91,7 @@ class TxLookup(msgspec.Struct, frozen=True):
     index: int | None = None
     """Index of the transaction in that block's payload."""
     receipt: Any = None
-    """The contracts receipt (a msgspec Struct) once executed."""
+    """The ``contracts.executor.Receipt`` once executed."""
 
 
 class CommittedBlock(msgspec.Struct, frozen=True):
@@ -104,7 +104,9 @@ class CommittedBlock(msgspec.Struct, frozen=True):
     receipts_root: bytes
     """Merkle root over this block's receipt/event leaves (contracts.traceability)."""
     receipts: tuple[Any, ...] = ()
-    """Receipts in payload order; always filled in listener events."""
+    """``contracts.executor.Receipt`` per transaction, payload order; filled in listener events."""
+    leaves: tuple[bytes, ...] = ()
+    """``BlockResult.leaves`` (canonical record bytes); filled in listener events."""
     commit_qc: QuorumCert | None = None
     """The QC certifying this block, when known."""
 
@@ -177,9 +179,21 @@ class ApiError(Exception):
         self.status = status if status is not None else STATUS_BY_CODE.get(code, 422)
 
 
+def _bytes_as_hex(value: Any) -> Any:
+    # codec.to_builtins leaves bytes inside tuples; JSON shows all bytes as hex.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(data: Any) -> bytes:
+    """JSON bytes of an API answer (bytes anywhere become hex)."""
+    return orjson.dumps(data, default=_bytes_as_hex)
+
+
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+        body=dumps(data), status=status, content_type="application/json", headers=headers
     )
 
 
@@ -284,7 +298,9 @@ class Subscription:
 class EventHub:
     """Fans each executed block's events out to bounded subscriber queues."""
 
-    def __init__(self, *, queue_size: int, max_subscribers: int) -> None:
+    def __init__(self, *, queue_size: int, max_subscribers: int,
+                 state: Callable[[], Any] = lambda: None) -> None:
+        self._state = state
         self._queue_size = queue_size
         self._max_subscribers = max_subscribers
         self._subs: set[Subscription] = set()
@@ -308,11 +324,11 @@ class EventHub:
         if not self._subs:
             return
         try:
-            events = views.block_events(committed)
+            events = views.block_events(committed, self._state())
         except Exception:
             log.exception("cannot build events for height %d", committed.block.height)
             return
-        encoded = [(event, orjson.dumps(event.data)) for event in events]
+        encoded = [(event, dumps(event.data)) for event in events]
         for sub in list(self._subs):
             for event, payload in encoded:
                 if not sub.wants(event):
@@ -330,6 +346,10 @@ class EventHub:
         with contextlib.suppress(asyncio.QueueEmpty):
             sub.queue.get_nowait()  # make room for the end-of-stream marker
         sub.queue.put_nowait(None)
+
+
+EVENT_HUB_KEY: web.AppKey[EventHub] = web.AppKey("gridchain.event_hub", EventHub)
+"""Where the app keeps its ``EventHub`` (tests and metrics read subscriber counts)."""
 
 
 # --- handlers ---------------------------------------------------------------------------
@@ -472,10 +492,11 @@ class _Api:
 
     async def trace(self, request: web.Request) -> web.Response:
         trade_id = request.match_info["trade_id"]
-        lineage = views.trade_lineage(self.backend.state, trade_id)
-        if lineage is None:
+        out = await views.trace_with_proofs(
+            self.backend.state, trade_id, self.backend.block, self.backend.receipt_leaves
+        )
+        if out is None:
             raise ApiError("not_found", "unknown trade")
-        out = await views.trace_with_proofs(lineage, self.backend.block, self.backend.receipt_leaves)
         return _json(out)
 
     async def validators(self, request: web.Request) -> web.Response:
@@ -564,9 +585,10 @@ def create_api_app(
 ) -> web.Application:
     """The REST API application for ``backend`` (mount on the API listener)."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_error_middleware])
-    hub = EventHub(queue_size=event_queue_size, max_subscribers=max_subscribers)
+    hub = EventHub(queue_size=event_queue_size, max_subscribers=max_subscribers,
+                   state=lambda: backend.state)
     api = _Api(backend, max_batch_txs=max_batch_txs, hub=hub)
-    app["gridchain.event_hub"] = hub
+    app[EVENT_HUB_KEY] = hub
 
     async def _listen(app: web.Application) -> Any:
         remove = backend.add_listener(hub.on_block)

@@ -15,14 +15,19 @@ proof offline (``gridchain verify-proof``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import orjson
 
 from consensus import codec
+from contracts import records as rec
 from contracts import state as st
+from contracts import traceability as tr
 from contracts import transactions as txs
+from contracts.dispatch import dispatch_key
 
 TOPICS: tuple[str, ...] = ("blocks", "txs", "trades", "dispatch")
 """Event topics of /v1/events."""
@@ -188,16 +193,9 @@ def block_json(committed: Any, *, full_txs: bool) -> dict[str, Any]:
 # --- events -----------------------------------------------------------------------------------
 
 
-def _receipt_field(receipt: Any, *names: str) -> Any:
-    for name in names:
-        value = getattr(receipt, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def block_events(committed: Any) -> list[Event]:
-    """Events of one executed block: the block, each tx, each new trade and dispatch change."""
+def block_events(committed: Any, state: st.State | None = None) -> list[Event]:
+    """Events of one executed block, from its records: the block, each tx receipt,
+    each trade, each dispatch issued or resolved (``state`` resolves a dispatch's account)."""
     block = committed.block
     height = block.height
     events = [Event("blocks", None, {
@@ -205,111 +203,85 @@ def block_events(committed: Any) -> list[Event]:
         "round": block.round, "timestamp_ms": block.header.timestamp_ms,
         "tx_count": len(block.payload), "state_root": committed.state_root.hex(),
     })]
-    receipts = committed.receipts
-    for index, raw in enumerate(block.payload):
-        receipt = receipts[index] if index < len(receipts) else None
-        try:
-            stx = txs.decode_signed_tx(raw)
-        except Exception:
-            continue
-        tx = stx.tx
-        involved = {tx.sender}
-        target = getattr(tx.body, "to", None) or getattr(tx.body, "account", None)
-        if isinstance(target, str):
-            involved.add(target)
-        code = _receipt_field(receipt, "code", "error") if receipt is not None else None
-        ok = _receipt_field(receipt, "ok", "success")
-        status = "committed" if (code is None and ok is not False) else "failed"
-        events.append(Event("txs", frozenset(involved), {
-            "type": "tx", "tx_hash": stx.tx_hash.hex(), "height": height, "index": index,
-            "kind": tx.kind, "sender": tx.sender, "status": status, "code": code,
+    for receipt in committed.receipts:
+        events.append(Event("txs", frozenset((receipt.sender,)), {
+            "type": "tx", "height": height, "tx_hash": receipt.tx_hash.hex(), "index": receipt.index,
+            "kind": receipt.kind, "sender": receipt.sender,
+            "status": "committed" if receipt.ok else "failed", "code": receipt.code,
         }))
-        if tx.kind in ("issue_dispatch", "ack_dispatch") and status == "committed":
-            events.append(Event("dispatch", frozenset(involved), {
-                "type": "dispatch", "kind": tx.kind, "height": height, "tx_hash": stx.tx_hash.hex(),
-                "sender": tx.sender, "body": _j(tx.body),
-            }))
-    events.extend(_record_events(committed))
+    if any(_MAY_HAVE_EVENTS.search(leaf) for leaf in committed.leaves):
+        for leaf in committed.leaves:
+            event = _record_event(leaf, height, state)
+            if event is not None:
+                events.append(event)
     return events
 
 
-def _record_events(committed: Any) -> list[Event]:
-    """Trade and dispatch records that receipts/system steps of this block carry."""
-    out: list[Event] = []
-    for receipt in committed.receipts:
-        for ev in getattr(receipt, "events", ()) or ():
-            if isinstance(ev, st.Trade):
-                out.append(Event("trades", frozenset((ev.buyer, ev.seller)), {"type": "trade", **_j(ev)}))
-            elif isinstance(ev, st.Dispatch) and ev.status == "missed":
-                out.append(Event("dispatch", frozenset((ev.account,)), {"type": "dispatch_missed", **_j(ev)}))
-    return out
+_MAY_HAVE_EVENTS = re.compile(b"trade|dispatch")
+"""Cheap pre-filter: only leaves whose bytes mention these tags can be trade/dispatch records."""
+
+
+def _record_event(leaf: bytes, height: int, state: st.State | None) -> Event | None:
+    if not _MAY_HAVE_EVENTS.search(leaf):
+        return None
+    try:
+        record: Any = codec.decode(leaf, rec.Record)  # type: ignore[arg-type]
+    except codec.CodecError:
+        return None
+    if isinstance(record, rec.TradeRecord):
+        return Event("trades", frozenset((record.buyer, record.seller)),
+                     {"type": "trade", "height": height, **_j(record)})
+    if isinstance(record, rec.DispatchIssued):
+        return Event("dispatch", frozenset((record.account,)),
+                     {"type": "dispatch", "height": height, **_j(record)})
+    if isinstance(record, rec.DispatchResolved):
+        known = state.dispatches.get(dispatch_key(record.dispatch_id)) if state is not None else None
+        accounts = frozenset((known.account,)) if known is not None else None
+        return Event("dispatch", accounts, {"type": "dispatch_resolved", "height": height, **_j(record)})
+    return None
 
 
 # --- traceability -------------------------------------------------------------------------------
 
 
-class LineageItem(msgspec.Struct, frozen=True):
-    role: str
-    """What the record is in the lineage: buy_order, sell_order, clearing, trade, reading, settlement."""
-    record: dict[str, Any]
-    location: st.Location
-
-
-def trade_lineage(state: st.State, trade_id: str) -> list[LineageItem] | None:
-    """Every record in the lineage of ``trade_id`` that the state knows, with its location."""
-    trade = state.trades.get(trade_id)
-    if trade is None:
+def decode_leaf(leaf: bytes) -> Any:
+    """JSON view of one receipts-tree leaf (a ``contracts.records`` record)."""
+    try:
+        record: Any = codec.decode(leaf, rec.Record)  # type: ignore[arg-type]
+    except codec.CodecError:
         return None
-    items: list[LineageItem] = []
-    for role, order_id in (("buy_order", trade.buy_order), ("sell_order", trade.sell_order)):
-        rec = state.orders.get(order_id)
-        if rec is not None:
-            items.append(LineageItem(role, _j(rec), rec.location))
-    slot_rec = state.slots.get(st.slot_key(trade.slot))
-    if slot_rec is not None and slot_rec.clearing_location is not None:
-        items.append(LineageItem("clearing", _j(slot_rec), slot_rec.clearing_location))
-    items.append(LineageItem("trade", _j(trade), trade.location))
-    for who in (trade.buyer, trade.seller):
-        reading = state.readings.get(st.pair_key(trade.slot, who))
-        if reading is not None:
-            items.append(LineageItem("reading", _j(reading), reading.location))
-    for who in (trade.buyer, trade.seller):
-        line = state.settlements.get(st.pair_key(trade.slot, who))
-        if line is not None:
-            items.append(LineageItem("settlement", _j(line), line.location))
-    return items
+    # Round-trip through JSON so the view equals what a client parses (tuples become lists).
+    return orjson.loads(orjson.dumps(_j(record), default=bytes.hex))
 
 
 async def trace_with_proofs(
-    lineage: list[LineageItem],
+    state: st.State,
+    trade_id: str,
     load_block: Callable[[int], Awaitable[Any]],
     load_leaves: Callable[[int], Awaitable[list[bytes] | None]],
-) -> dict[str, Any]:
-    """Attach to each lineage record its leaf bytes, inclusion proof and block roots."""
-    from contracts import traceability as tr
-
+) -> dict[str, Any] | None:
+    """The lineage of ``trade_id``: per record its leaf bytes, the decoded record,
+    an inclusion proof and the roots of the block that carries it. None if unknown."""
+    locations = tr.lineage(state, trade_id)
+    if locations is None:
+        return None
     leaves_by_height: dict[int, list[bytes] | None] = {}
-    roots: dict[int, dict[str, Any]] = {}
+    blocks: dict[int, dict[str, Any]] = {}
     out = []
-    for item in lineage:
-        h = item.location.height
+    for role, loc in locations.items():
+        h = loc.height
         if h not in leaves_by_height:
             leaves_by_height[h] = await load_leaves(h)
             committed = await load_block(h)
-            roots[h] = {} if committed is None else {
+            blocks[h] = {} if committed is None else {
                 "height": h, "block_id": committed.block_id.hex(),
                 "receipts_root": committed.receipts_root.hex(), "state_root": committed.state_root.hex(),
             }
         leaves = leaves_by_height[h]
-        entry: dict[str, Any] = {
-            "role": item.role, "record": item.record,
-            "location": {"height": h, "index": item.location.index}, "block": roots[h],
-        }
-        if leaves is not None and 0 <= item.location.index < len(leaves):
-            leaf = leaves[item.location.index]
-            entry["leaf"] = leaf.hex()
-            entry["proof"] = _j(tr.prove(leaves, item.location.index))
-        else:
-            entry["proof"] = None
+        entry: dict[str, Any] = {"role": role, "location": {"height": h, "index": loc.index},
+                                 "block": blocks[h], "record": None, "leaf": None, "proof": None}
+        if leaves is not None and 0 <= loc.index < len(leaves):
+            leaf = leaves[loc.index]
+            entry.update(record=decode_leaf(leaf), leaf=leaf.hex(), proof=_j(tr.prove(leaves, loc.index)))
         out.append(entry)
-    return {"lineage": out}
+    return {"trade_id": trade_id, "lineage": out}

@@ -19,6 +19,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "genesis",
     "market",
+    "tx",
+    "query",
+    "proof",
 )
 
 
