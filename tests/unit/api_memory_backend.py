@@ -37,7 +37,7 @@ def addr(name: str) -> str:
     return crypto.address(SIGNERS[name].public_key)
 
 
-def make_genesis(chain_id: str = "test-chain") -> Genesis:
+def make_genesis(chain_id: str = "test-chain", *, t0_ms: int = T0_MS, slot_ms: int = SLOT_MS) -> Genesis:
     validators = tuple(
         ValidatorEntry(name=f"val{i}", role="user", public_key=SIGNERS[f"val{i}"].public_key,
                        address=addr(f"val{i}"))
@@ -49,9 +49,9 @@ def make_genesis(chain_id: str = "test-chain") -> Genesis:
         for n, role in (("grid", "grid"), ("gen", "generator"), ("cons", "consumer"), ("pros", "prosumer"))
     )
     return Genesis(
-        chain_id=chain_id, genesis_time_ms=T0_MS, grid_operator=addr("grid"), validators=validators,
+        chain_id=chain_id, genesis_time_ms=t0_ms, grid_operator=addr("grid"), validators=validators,
         accounts=accounts,
-        market=default_market_params(slot_ms=SLOT_MS, gate_lead_ms=2_000, meter_window_ms=10_000,
+        market=default_market_params(slot_ms=slot_ms, gate_lead_ms=slot_ms // 5, meter_window_ms=slot_ms,
                                      p_min=0, p_max=1_000, grid_fee=0, p_short=1_000, p_long=0),
     )
 
@@ -77,7 +77,7 @@ class MemoryBackend:
         self.blocks: list[CommittedBlock] = []
         self.tx_index: dict[bytes, tuple[int, int, Any]] = {}
         self.listeners: list[Callable[[CommittedBlock], None]] = []
-        self.now_ms = T0_MS
+        self.now_ms = self.genesis.genesis_time_ms
         self.is_ready = True
         self.submit_calls = 0
 
@@ -170,6 +170,18 @@ class MemoryBackend:
         for listener in list(self.listeners):
             listener(committed)
         return committed
+
+
+async def autocommit(backend: MemoryBackend, *, interval_s: float = 0.02) -> None:
+    """Commit a block with wall-clock time whenever transactions are pending (run as a task)."""
+    import asyncio
+    import time
+
+    while True:
+        await asyncio.sleep(interval_s)
+        backend.now_ms = time.time_ns() // 1_000_000
+        if backend.pool:
+            backend.commit_block(timestamp_ms=max(backend.now_ms, backend.state.meta.timestamp_ms + 1))
 
 
 def signed(name: str, body: Any, *, nonce: int, chain_id: str = "test-chain",
