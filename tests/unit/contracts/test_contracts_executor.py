@@ -1,0 +1,101 @@
+"""apply_block: block checks, rollback, credit and rewards, snapshots and roots."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from contracts import errors, executor
+from contracts.executor import BlockError, BlockInput, apply_block
+from contracts.genesis import GenesisError, initial_state
+from contracts.state import decode_state, encode_state
+from contracts.transactions import PlaceOrder, Transfer
+
+from .helpers import Chain, market_params
+
+
+def test_wrong_height_or_time_going_back_is_refused_before_any_change() -> None:
+    chain = Chain()
+    chain.ok(at_ms=500)
+    before = encode_state(chain.state)
+    for block in (BlockInput(height=3, round=3, timestamp_ms=600, proposer=0),
+                  BlockInput(height=2, round=2, timestamp_ms=499, proposer=0),
+                  BlockInput(height=2, round=2, timestamp_ms=600, proposer=1),
+                  BlockInput(height=2, round=2, timestamp_ms=600, proposer=0, voters=(0, 5))):
+        with pytest.raises(BlockError):
+            apply_block(chain.state, block)
+        assert encode_state(chain.state) == before
+
+
+def test_a_failing_handler_is_rolled_back_completely(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transfer whose handler places an order (lock, order, slot, meta) and then fails
+    leaves no trace: state, indexes and root equal a block without it."""
+    chain = Chain()
+    place = executor.HANDLERS[PlaceOrder]
+
+    def half_apply(ctx, tx, body, tx_hash) -> None:
+        place(ctx, tx, PlaceOrder(slot=1, side="buy", price_u_per_wh=10, quantity_wh=10), tx_hash)
+        assert ctx.state.orders  # it did mutate
+        raise errors.fail("boom", "then fails")
+
+    monkeypatch.setitem(executor.HANDLERS, Transfer, half_apply)
+    receipt = chain.expect_rejected(chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=1)), "boom")
+    assert chain.state.orders == {}
+    assert chain.state.open_orders_by_slot == {}
+    assert chain.account("con").locked_u == 0
+    assert receipt.message == "then fails"
+
+
+def test_credit_and_rewards_follow_block_metadata() -> None:
+    chain = Chain()
+    val = chain.addr("val")
+    credit = chain.genesis.consensus.credit
+    t = chain.genesis.token
+    _, _, _ = apply_block(chain.state, BlockInput(height=1, round=1, timestamp_ms=1, proposer=0,
+                                                  voters=(0,)))
+    assert chain.state.credit.credits[0] == credit.initial + credit.reward_propose + credit.reward_vote
+    assert chain.state.accounts[val].balance_u == t.block_reward_proposer_u + t.block_reward_voter_u
+    info = chain.state.validators["0000"]
+    assert (info.blocks_proposed, info.qcs_signed, info.rewards_u) == (1, 1, chain.state.accounts[val].balance_u)
+    apply_block(chain.state, BlockInput(height=2, round=5, timestamp_ms=2, proposer=0,
+                                        failed_authors=(0,), equivocators=(0,)))
+    assert chain.state.credit.excluded_until_round[0] == 5 + credit.exclusion_rounds
+    assert chain.state.validators["0000"].failed_rounds == 1
+
+
+def test_snapshot_restore_continues_with_identical_roots() -> None:
+    a, b = Chain(), Chain()
+    blocks = [
+        ([a.tx("con", PlaceOrder(slot=1, side="buy", price_u_per_wh=30, quantity_wh=10)),
+          a.tx("gen", PlaceOrder(slot=1, side="sell", price_u_per_wh=20, quantity_wh=10))], 100),
+        ([], 1_000), ([], 3_000),
+    ]
+    roots_a = []
+    for height, (txs, at) in enumerate(blocks, start=1):
+        _, _, result = apply_block(a.state, BlockInput(height=height, round=height, timestamp_ms=at,
+                                                       proposer=0, voters=(0,), txs=txs))
+        roots_a.append(result.state_root)
+    state = b.state
+    roots_b = []
+    for height, (txs, at) in enumerate(blocks, start=1):
+        state = decode_state(encode_state(state))  # a restart between every block
+        _, _, result = apply_block(state, BlockInput(height=height, round=height, timestamp_ms=at,
+                                                     proposer=0, voters=(0,), txs=txs))
+        roots_b.append(result.state_root)
+    assert roots_a == roots_b
+    assert len(set(roots_a)) == 3
+    assert encode_state(a.state) == encode_state(state)
+
+
+def test_genesis_price_order_is_validated() -> None:
+    chain = Chain()
+    for bad in (dict(p_long=10, p_min=5), dict(p_max=200, p_short=100), dict(p_min=50, p_max=40)):
+        genesis = msgspec.structs.replace(chain.genesis, market=market_params(**bad))
+        with pytest.raises(GenesisError, match="p_long <= p_min <= p_max <= p_short"):
+            initial_state(genesis)
+
+
+def test_genesis_needs_a_grid_operator_account() -> None:
+    chain = Chain()
+    with pytest.raises(GenesisError, match="grid_operator"):
+        initial_state(msgspec.structs.replace(chain.genesis, grid_operator="ab" * 20))
