@@ -146,9 +146,9 @@ def apply_place_order(ctx: BlockContext, tx: Tx, body: PlaceOrder, tx_hash: byte
         raise errors.fail(errors.BAD_QUANTITY, f"quantity_wh must be in [1, {m.max_order_wh}]")
     if account.debt_u > 0:
         raise errors.fail(errors.HAS_DEBT, f"account owes {account.debt_u} µ")
-    for other_id in state.open_orders_by_owner_slot.get((tx.sender, body.slot), ()):
-        if state.orders[other_id].side != body.side:
-            raise errors.fail(errors.SELF_TRADE, f"open {state.orders[other_id].side} order {other_id}")
+    other_side = "sell" if body.side == "buy" else "buy"
+    if (tx.sender, body.slot, other_side) in state.open_orders_by_owner:
+        raise errors.fail(errors.SELF_TRADE, f"the account has an open {other_side} order in slot {body.slot}")
     lock_u = body.price_u_per_wh * body.quantity_wh if body.side == "buy" else 0
     if lock_u > account.balance_u:
         raise errors.fail(errors.INSUFFICIENT_BALANCE, f"lock {lock_u} µ > free balance {account.balance_u} µ")

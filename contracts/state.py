@@ -253,7 +253,8 @@ class State:
         self._dirty: dict[tuple[str, str], None] = {}
         # Derived indexes (not hashed; rebuilt by ``_reindex``).
         self.open_orders_by_slot: dict[int, dict[str, None]] = {}
-        self.open_orders_by_owner_slot: dict[tuple[str, int], dict[str, None]] = {}
+        self.open_orders_by_owner: dict[tuple[str, int, str], dict[str, None]] = {}
+        """(owner, slot, side) -> open order ids: the self-trade check is one lookup."""
         self.accounts_by_slot: dict[int, dict[str, None]] = {}
 
     # --- reads ---------------------------------------------------------------------
@@ -290,15 +291,16 @@ class State:
         if table == "orders":
             if old is not _MISSING and old.status == "open":
                 self.open_orders_by_slot[old.slot].pop(key, None)
-                owner_slot = self.open_orders_by_owner_slot[(old.owner, old.slot)]
-                owner_slot.pop(key, None)
-                if not owner_slot:
-                    del self.open_orders_by_owner_slot[(old.owner, old.slot)]
+                owner_key = (old.owner, old.slot, old.side)
+                owned = self.open_orders_by_owner[owner_key]
+                owned.pop(key, None)
+                if not owned:
+                    del self.open_orders_by_owner[owner_key]
                 if not self.open_orders_by_slot[old.slot]:
                     del self.open_orders_by_slot[old.slot]
             if new is not _MISSING and new.status == "open":
                 self.open_orders_by_slot.setdefault(new.slot, {})[key] = None
-                self.open_orders_by_owner_slot.setdefault((new.owner, new.slot), {})[key] = None
+                self.open_orders_by_owner.setdefault((new.owner, new.slot, new.side), {})[key] = None
         elif table in ("positions", "readings"):
             if new is not _MISSING:
                 self.accounts_by_slot.setdefault(new.slot, {})[new.account] = None
