@@ -178,7 +178,8 @@ class Timeout(_Frozen, frozen=True):
 class TimeoutMsg(_Frozen, frozen=True, tag="timeout"):
     timeout: Timeout
     sync: SyncInfo
-    """``sync.high_qc.round`` equals ``timeout.data.high_qc_round``."""
+    """``sync.high_qc.round`` is at least ``timeout.data.high_qc_round`` (a re-sent
+    timeout keeps the round it was first signed with; the sender's QC may have grown)."""
 
 
 class BlockRequest(_Frozen, frozen=True, tag="block_request"):
@@ -207,3 +208,7 @@ class SafetyData(_Frozen, frozen=True):
     """Highest QC round seen (preferred round in 2-chain)."""
     highest_timeout_round: Round = 0
     last_vote: Vote | None = None
+    """The vote of ``last_voted_round``; a repeated request for that round returns it."""
+    last_timeout: Timeout | None = None
+    """The timeout of ``highest_timeout_round``; re-sent instead of signing a second,
+    different timeout for one round (which would be equivocation)."""
