@@ -29,7 +29,7 @@ def seed(name: str) -> bytes:
 
 
 SIGNERS = {name: crypto.Signer(seed(name)) for name in (
-    "grid", "gen", "cons", "pros", "val0", "val1", "val2", "val3", "stranger",
+    "grid", "gen", "cons", "pros", "ret", "val0", "val1", "val2", "val3", "stranger",
 )}
 
 
@@ -46,7 +46,8 @@ def make_genesis(chain_id: str = "test-chain", *, t0_ms: int = T0_MS, slot_ms: i
     accounts = tuple(
         AccountEntry(name=n, address=addr(n), public_key=SIGNERS[n].public_key, role=role,
                      balance_u=10**12)
-        for n, role in (("grid", "grid"), ("gen", "generator"), ("cons", "consumer"), ("pros", "prosumer"))
+        for n, role in (("grid", "grid"), ("gen", "generator"), ("cons", "consumer"), ("pros", "prosumer"),
+                        ("ret", "retailer"))
     )
     return Genesis(
         chain_id=chain_id, genesis_time_ms=t0_ms, grid_operator=addr("grid"), validators=validators,
@@ -172,15 +173,16 @@ class MemoryBackend:
         return committed
 
 
-async def autocommit(backend: MemoryBackend, *, interval_s: float = 0.02) -> None:
-    """Commit a block with wall-clock time whenever transactions are pending (run as a task)."""
+async def autocommit(backend: MemoryBackend, *, interval_s: float = 0.02, empty_every_ms: int = 100) -> None:
+    """Commit a block with wall-clock time whenever transactions are pending, and an
+    empty one every ``empty_every_ms`` (so system steps run, as on a live chain)."""
     import asyncio
     import time
 
     while True:
         await asyncio.sleep(interval_s)
         backend.now_ms = time.time_ns() // 1_000_000
-        if backend.pool:
+        if backend.pool or backend.now_ms - backend.state.meta.timestamp_ms >= empty_every_ms:
             backend.commit_block(timestamp_ms=max(backend.now_ms, backend.state.meta.timestamp_ms + 1))
 
 
