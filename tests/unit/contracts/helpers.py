@@ -149,3 +149,6 @@ def check_invariants(state: State) -> None:
         assert a.pending_u == pending.get(a.address, 0), a
     meta = state.meta
     assert holdings_minus_debt(state) == meta.supply_u
+    genesis_supply = sum(a.balance_u for a in state.genesis.accounts)
+    # Total supply changes only by mint and burn (block rewards are protocol mints).
+    assert meta.supply_u == genesis_supply + meta.minted_u - meta.burned_u + meta.rewards_u

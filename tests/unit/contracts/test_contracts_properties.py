@@ -11,7 +11,7 @@ from contracts import records as rec
 from contracts.executor import BlockInput, apply_block
 from contracts.market import BookOrder, clear
 from contracts.state import pair_key
-from contracts.transactions import PlaceOrder, SubmitReading, decode_signed_tx
+from contracts.transactions import Burn, Mint, PlaceOrder, SubmitReading, Transfer, decode_signed_tx
 
 from .helpers import Chain, check_invariants, market_params
 
@@ -89,18 +89,23 @@ def markets(draw):
         for slot in (1, 2):
             if draw(st.booleans()):
                 readings[(who, slot)] = (draw(st.integers(0, 400)), draw(st.integers(0, 400)))
-    return params, orders, readings
+    money = (draw(st.integers(1, 5_000)), draw(st.integers(1, 5_000)), draw(st.integers(1, 5_000)))
+    return params, orders, readings, money
 
 
-def build_blocks(chain: Chain, orders, readings) -> list[BlockInput]:
-    placing: list[list[bytes]] = [[], []]
+def build_blocks(chain: Chain, orders, readings, money) -> list[BlockInput]:
+    mint_u, transfer_u, burn_u = money
+    placing: list[list[bytes]] = [
+        [chain.tx("grid", Mint(to=chain.addr("gen"), amount_u=mint_u)),
+         chain.tx("con", Transfer(to=chain.addr("gen2"), amount_u=transfer_u))], []]
     for who, side, price, qty, slot, block in orders:
         placing[block].append(chain.tx(who, PlaceOrder(slot=slot, side=side, price_u_per_wh=price,
                                                        quantity_wh=qty)))
     reads = {slot: [chain.tx(who, SubmitReading(slot=slot, import_wh=i, export_wh=e), meter=True)
                     for (who, s), (i, e) in sorted(readings.items()) if s == slot] for slot in (1, 2)}
+    burn = [chain.tx("grid", Burn(amount_u=burn_u))]  # may fail: grid income is random
     plan = [(placing[0], 100), (placing[1], 200), ([], 1_000), (reads[1], 2_000), (reads[2], 3_000),
-            ([], 4_000)]
+            (burn, 4_000)]
     return [BlockInput(height=h, round=h, timestamp_ms=at, proposer=0, voters=(0,), txs=txs)
             for h, (txs, at) in enumerate(plan, start=1)]
 
@@ -108,9 +113,9 @@ def build_blocks(chain: Chain, orders, readings) -> list[BlockInput]:
 @PROPS
 @given(market=markets())
 def test_random_markets_keep_every_invariant_and_replay_identically(market) -> None:
-    params, orders, readings = market
+    params, orders, readings, money = market
     chain = Chain(market=market_params(**params))
-    blocks = build_blocks(chain, orders, readings)
+    blocks = build_blocks(chain, orders, readings, money)
     verified = {decode_signed_tx(raw).tx_hash for b in blocks for raw in b.txs}
     roots = []
     for block in blocks:
