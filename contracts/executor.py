@@ -147,11 +147,41 @@ def authenticate(state: State, stx: SignedTx, *, now_ms: int) -> Account | None:
     return account
 
 
+GRID_ONLY: tuple[type, ...] = (ApproveRegistration, SuspendAccount, SetMeterKey, Mint, Burn, IssueDispatch)
+"""Kinds only the grid operator may send."""
+
+
 def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool = False) -> None:
-    """Mempool admission: raises ``TxError`` (codes as in receipts) or returns None."""
+    """Mempool admission: raises ``TxError`` (codes as in receipts) or returns None.
+
+    Envelope checks (``authenticate``) plus the cheap per-kind authorisation rules, so
+    an unauthorised transaction is refused at the API instead of failing in a block:
+    grid-operator-only kinds [``unauthorized``], order side by role
+    [``role_not_allowed``], order price and quantity bounds [``price_out_of_range``,
+    ``bad_quantity``], readings only from metered roles [``role_not_allowed``].
+    Execution re-checks everything: state can change between admission and inclusion.
+    """
     if check_signature and not verify_signature(stx):
         raise errors.fail(errors.BAD_SIGNATURE, "signature does not verify")
-    authenticate(state, stx, now_ms=now_ms)
+    account = authenticate(state, stx, now_ms=now_ms)
+    tx, body = stx.tx, stx.tx.body
+    if isinstance(body, GRID_ONLY):
+        token.require_grid_operator(state, tx)
+    elif isinstance(body, PlaceOrder):
+        assert account is not None
+        m = state.genesis.market
+        allowed = market.BUY_ROLES if body.side == "buy" else market.SELL_ROLES
+        if account.role not in allowed:
+            raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} may not {body.side}")
+        if not m.p_min <= body.price_u_per_wh <= m.p_max:
+            raise errors.fail(errors.PRICE_OUT_OF_RANGE,
+                              f"price {body.price_u_per_wh} not in [{m.p_min}, {m.p_max}] µ/Wh")
+        if not 1 <= body.quantity_wh <= m.max_order_wh:
+            raise errors.fail(errors.BAD_QUANTITY, f"quantity_wh must be in [1, {m.max_order_wh}]")
+    elif isinstance(body, SubmitReading):
+        assert account is not None
+        if account.role not in metering.METERED_ROLES:
+            raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
 
 
 # --- dispatch table ----------------------------------------------------------------------

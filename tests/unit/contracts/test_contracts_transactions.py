@@ -177,3 +177,31 @@ def test_verified_hashes_skip_signature_checks_and_others_are_verified() -> None
     chain.height += 1
     _, receipts, _ = apply_block(chain.state, chain.block_input([forged]), verified={h})
     assert receipts[0].ok  # the node vouched for it: not verified a second time
+
+
+def test_check_tx_refuses_unauthorised_kinds_at_admission() -> None:
+    chain = Chain()
+
+    def code_of(raw: bytes) -> str | None:
+        try:
+            check_tx(chain.state, decode_signed_tx(raw), now_ms=0)
+        except errors.TxError as exc:
+            return exc.code
+        return None
+
+    for body in (Mint(to=chain.addr("con"), amount_u=1), Burn(amount_u=1),
+                 ApproveRegistration(account=chain.addr("con")), SuspendAccount(account=chain.addr("pro")),
+                 SetMeterKey(account=chain.addr("con"), meter_key=None),
+                 IssueDispatch(account=chain.addr("gen"), direction="curtail", amount_wh=1,
+                               deadline_ms=10, penalty_u=0)):
+        assert code_of(chain.tx("con", body)) == errors.UNAUTHORIZED, body
+        assert code_of(chain.tx("grid", body)) is None, body
+    assert code_of(chain.tx("con", PlaceOrder(slot=1, side="sell", price_u_per_wh=1, quantity_wh=1))) \
+        == errors.ROLE_NOT_ALLOWED
+    assert code_of(chain.tx("con", PlaceOrder(slot=1, side="buy", price_u_per_wh=101, quantity_wh=1))) \
+        == errors.PRICE_OUT_OF_RANGE
+    assert code_of(chain.tx("con", PlaceOrder(slot=1, side="buy", price_u_per_wh=1, quantity_wh=0))) \
+        == errors.BAD_QUANTITY
+    assert code_of(chain.tx("grid", SubmitReading(slot=1, import_wh=0, export_wh=0), meter=True)) \
+        == errors.ROLE_NOT_ALLOWED
+    assert code_of(chain.tx("con", PlaceOrder(slot=1, side="buy", price_u_per_wh=1, quantity_wh=1))) is None
