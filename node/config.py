@@ -74,6 +74,9 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """How long newly accepted transactions wait to be batched into one gossip message."""
     journal_flush_ms: int = 2
     """Group-commit window of the accepted-transaction journal."""
+    idle_block_interval_ms: int = 300
+    """A leader with nothing to propose waits this long for transactions before proposing an
+    empty block (keep it below the genesis round timeout)."""
     snapshot_every_blocks: int = 200
     """A state snapshot is stored every this many blocks; restarts replay the blocks after it."""
     outbound_queue_messages: int = 4_096

@@ -10,6 +10,9 @@ an operator can start from::
     DIR/<node>/node.toml        that node's config (node.config.NodeConfig)
     DIR/<node>/genesis.json     a copy of the genesis
     DIR/<node>/validator_key.json  the validator key (0600)
+    DIR/<node>/data/chain.sqlite   an empty database holding fresh safety data: a
+                                node started WITHOUT it (wiped data directory) keeps
+                                its double-sign guard armed until it has caught up
 
 Two host modes: ``local`` (every node on 127.0.0.1 with ports derived from a base
 port: p2p P+i, api P+100+i, metrics P+200+i) and ``compose`` (each node is a
@@ -43,6 +46,7 @@ from contracts.genesis import (
 )
 from node import keys
 from node.config import CONFIG_FILE, GENESIS_FILE, KEY_FILE, NodeConfig, PeerConfig, dump_config
+from node.storage import Storage
 
 DEFAULT_ROLES = ("generator", "grid", "retailer", "user")
 COMPOSE_P2P_PORT = 26656
@@ -198,6 +202,7 @@ def generate_network(
         (home / CONFIG_FILE).write_text(dump_config(config))
         (home / GENESIS_FILE).write_bytes(genesis_json)
         keys.write_key_file(home / KEY_FILE, signer)
+        Storage.initialize_fresh(home / config.data_dir)
         if host_mode == "compose":
             api_url = f"http://127.0.0.1:{COMPOSE_HOST_API_BASE + index}"
             metrics_url = f"http://127.0.0.1:{COMPOSE_HOST_METRICS_BASE + index}/metrics"

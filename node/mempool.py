@@ -147,6 +147,10 @@ class Mempool:
                     self._remove(nonces[stale])
         return before - len(self._txs)
 
+    def expired(self, now_ms: int) -> list[PoolTx]:
+        """Txs whose expiry has passed (they can only fail now)."""
+        return [tx for tx in self._txs.values() if tx.expires_at_ms <= now_ms]
+
     def evict_expired(self, now_ms: int) -> int:
         """Drop txs whose expiry has passed (they could only fail). Returns how many."""
         expired = [h for h, tx in self._txs.items() if tx.expires_at_ms <= now_ms]

@@ -13,6 +13,9 @@ Everything a node must not forget lives in ``<data_dir>/chain.sqlite``:
 * ``snapshots`` — the encoded contracts state every K blocks (the latest two
                   are kept); a restart loads the newest and replays the blocks
                   after it;
+* ``commit_qcs`` — for the last block of every commit, the QC that committed
+                  it (a certified child one round later): peers that catch up
+                  verify a run of committed blocks against it;
 * ``journal``   — transactions accepted (202) but not yet committed; they are
                   removed in the same SQLite transaction that stores the block
                   that commits them, so a kill -9 never loses an accepted tx.
@@ -66,6 +69,7 @@ CREATE TABLE IF NOT EXISTS receipts (height INTEGER PRIMARY KEY, data BLOB NOT N
 CREATE TABLE IF NOT EXISTS snapshots (
     height INTEGER PRIMARY KEY, state BLOB NOT NULL, state_root BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS commit_qcs (height INTEGER PRIMARY KEY, qc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     hash BLOB PRIMARY KEY, raw BLOB NOT NULL, seq INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -141,6 +145,27 @@ class Storage:
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open {data_dir / DB_FILE}: {exc}") from exc
 
+    @classmethod
+    def initialize_fresh(cls, data_dir: Path, epoch: int = 0) -> None:
+        """Create the database of a brand-new validator with empty safety data.
+
+        ``gridchain genesis`` calls this for every node it creates. A node that
+        starts with *no* safety data at all is taken to be a wiped one and its
+        double-sign guard stays armed until it has caught up with the network;
+        a node of a new network starts here instead and may sign at once.
+        """
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        conn = _connect(data_dir / DB_FILE)
+        try:
+            conn.executescript(_SCHEMA)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('safety', ?)",
+                         (codec.encode(SafetyData(epoch=epoch)),))
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
     # ------------------------------------------------------------------ plumbing
     async def _write(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -213,6 +238,11 @@ class Storage:
             self._tx, [("INSERT OR IGNORE INTO journal(hash, raw, seq) VALUES (?, ?, ?)", rows)]
         )
 
+    async def journal_remove(self, hashes: Sequence[bytes]) -> None:
+        """Forget accepted transactions that can never commit (expired, rejected on restart)."""
+        if hashes:
+            await self._write(self._tx, [("DELETE FROM journal WHERE hash = ?", [(h,) for h in hashes])])
+
     def load_journal(self) -> list[bytes]:
         """Accepted, not yet committed transactions in acceptance order."""
         return [row[0] for row in self._read_all("SELECT raw FROM journal ORDER BY seq", ())]
@@ -227,6 +257,7 @@ class Storage:
         *,
         commit_qc: QuorumCert | None,
         snapshot: tuple[int, bytes, bytes] | None = None,
+        extra_meta: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Store executed blocks, their tx index and receipts, drop their txs from the
         journal, record ``commit_qc`` and an optional ``(height, state, root)`` snapshot —
@@ -253,10 +284,14 @@ class Storage:
             ("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)", tx_rows),
             ("DELETE FROM journal WHERE hash = ?", journal_rows),
         ]
-        if commit_qc is not None:
+        if commit_qc is not None and records:
+            qc_bytes = codec.encode(commit_qc)
+            statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES ('commit_qc', ?)", (qc_bytes,)))
             statements.append(
-                ("INSERT OR REPLACE INTO meta(key, value) VALUES ('commit_qc', ?)", (codec.encode(commit_qc),))
+                ("INSERT OR REPLACE INTO commit_qcs VALUES (?, ?)", (records[-1].block.height, qc_bytes))
             )
+        for key, value in extra_meta:
+            statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
         if snapshot is not None:
             height, state, root = snapshot
             statements.append(("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (height, state, root)))
@@ -269,12 +304,23 @@ class Storage:
             )
         await self._write(self._tx, statements)
 
+    def load_meta(self, key: str) -> bytes | None:
+        return self._read_one("SELECT value FROM meta WHERE key = ?", (key,))  # type: ignore[no-any-return]
+
     def latest_height(self) -> int:
         return int(self._read_one("SELECT COALESCE(MAX(height), 0) FROM blocks", ()) or 0)
 
     def load_commit_qc(self) -> QuorumCert | None:
         blob = self._read_one("SELECT value FROM meta WHERE key = 'commit_qc'", ())
         return None if blob is None else codec.decode(blob, QuorumCert)
+
+    def commit_qc_at_or_below(self, height: int, floor: int) -> tuple[int, QuorumCert] | None:
+        """The highest ``(h, qc)`` with ``floor <= h <= height`` where ``qc`` commits block ``h``."""
+        row = self._read_row(
+            "SELECT height, qc FROM commit_qcs WHERE height BETWEEN ? AND ? ORDER BY height DESC LIMIT 1",
+            (floor, height),
+        )
+        return None if row is None else (int(row[0]), codec.decode(row[1], QuorumCert))
 
     def block(self, height: int) -> StoredBlock | None:
         row = self._read_row(

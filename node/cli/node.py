@@ -1,0 +1,43 @@
+"""``gridchain node --home DIR``: run one validator (see ``node.service``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("node", help="run one validator node from its home directory")
+    parser.add_argument("--home", required=True, type=Path, help="node home (node.toml, genesis.json, key)")
+    parser.add_argument("--log-level", default=None, help="debug, info, warning, error (default: node.toml)")
+    parser.set_defaults(func=run)
+
+
+def event_loop_factory() -> Any:
+    """uvloop when it is installed, else the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run(args: argparse.Namespace) -> int:
+    from contracts.errors import GenesisError
+    from node.config import ConfigError
+    from node.keys import KeyFileError
+    from node.service import run_node
+    from node.storage import StorageError
+
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(run_node(args.home, log_level=args.log_level))
+    except (ConfigError, GenesisError, KeyFileError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,197 @@
+"""One validator process: wires storage, mempool, transport, driver, API and metrics.
+
+Three listeners on ``config.listen_host``:
+
+* p2p (``p2p_port``): the peer WebSocket at ``/p2p`` (``node.transport``), plus ``/healthz``;
+* REST API (``api_port``): ``node.api.create_api_app(backend)`` — ``/v1/...``,
+  ``/openapi.json``, ``/healthz``, ``/readyz``, the web page;
+* metrics (``metrics_port``): ``/metrics`` for Prometheus and ``/healthz``. With
+  ``GRIDCHAIN_DEBUG_ENDPOINTS=1`` it also serves ``POST /debug/partition?on=1|0``,
+  which cuts (or restores) every peer link — used by the partition tests.
+
+Startup order: load config, genesis and key (the key must be this node's genesis
+validator key) -> open storage and rebuild the executed state -> start listeners
+and peer links -> catch up from peers -> start consensus -> re-admit the journal.
+Shutdown (SIGTERM/SIGINT) stops accepting, stops the driver, closes links and
+the database. Logs are one line per state change, with the node, height and round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from consensus.types import Message
+from consensus.validation import check_message
+from contracts.genesis import Genesis
+from node import keys
+from node.api import create_api_app
+from node.backend import Backend, BoundedSet
+from node.config import GENESIS_FILE, KEY_FILE, ConfigError, NodeConfig, data_path, load_config
+from node.driver import Driver
+from node.genesis import load_genesis
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.storage import Storage
+from node.transport import DROP_REASONS, Transport
+
+log = logging.getLogger("gridchain.service")
+
+VERIFIED_CACHE = 400_000
+"""Most tx hashes remembered as signature-checked."""
+
+
+class _StatusFilter(logging.Filter):
+    """Adds node, height and round to every log record."""
+
+    def __init__(self, service: NodeService) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        driver = self.service.driver
+        record.node = self.service.config.name
+        record.height = driver.exec.height if driver.exec else 0
+        record.round = driver.round
+        return True
+
+
+def setup_logging(service: NodeService, level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s node=%(node)s height=%(height)d round=%(round)d %(name)s: %(message)s"))
+    handler.addFilter(_StatusFilter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class NodeService:
+    """A running validator; ``await start()``, then ``await stop()``."""
+
+    def __init__(self, home: Path, *, env: dict[str, str] | None = None) -> None:
+        self.home = Path(home)
+        self.config: NodeConfig = load_config(self.home, env)
+        self.genesis: Genesis = load_genesis(self.home / GENESIS_FILE)
+        key = keys.load_key_file(self.home / KEY_FILE)
+        validators = self.genesis.validators
+        if not 0 <= self.config.node_id < len(validators):
+            raise ConfigError(f"node_id {self.config.node_id} is not a genesis validator")
+        if validators[self.config.node_id].public_key != key.public_key:
+            raise ConfigError(f"{KEY_FILE} is not the key of genesis validator {self.config.node_id}")
+        self.metrics = NodeMetrics()
+        self.metrics.init_labels([v.name for v in validators], (*DROP_REASONS, "invalid", "bad_sync",
+                                                                 "event_queue_full", "mempool_full"))
+        self.metrics.mempool_capacity.set(self.config.mempool_capacity)
+        self.metrics.leader_threshold.set(self.genesis.consensus.credit.leader_threshold)
+        self.storage = Storage.open(data_path(self.home, self.config))
+        self.mempool = Mempool(capacity=self.config.mempool_capacity,
+                               account_limit=self.config.mempool_account_limit)
+        self.driver = Driver(config=self.config, genesis=self.genesis, signer=key.signer, storage=self.storage,
+                             mempool=self.mempool, metrics=self.metrics, verified=BoundedSet(VERIFIED_CACHE),
+                             admitted_at={})
+        self.backend = Backend(config=self.config, genesis=self.genesis, storage=self.storage,
+                               mempool=self.mempool, metrics=self.metrics, driver=self.driver)
+        self.transport = Transport(
+            config=self.config, chain_id=self.genesis.chain_id, signer=key.signer,
+            validator_keys=[v.public_key for v in validators], validate=self._validate,
+            on_consensus=self.driver.on_consensus, on_txs=self.backend.on_gossip,
+            on_sync_request=self.driver.on_sync_request, on_sync_response=self.driver.on_sync_response,
+            on_link_change=self._links_changed,
+            drop_counter=lambda reason: self.metrics.dropped.labels(reason=reason).inc(),
+        )
+        self.driver.transport = self.transport
+        self.backend.transport = self.transport
+        self._runners: list[web.AppRunner] = []
+        self.stopped = asyncio.Event()
+
+    def _validate(self, message: Message, sender: int) -> None:
+        check_message(message, sender=sender, committee=self.driver.committee)
+
+    def _links_changed(self) -> None:
+        self.metrics.peers.set(len(self.transport.connected()))
+
+    # ------------------------------------------------------------------ apps
+    def _p2p_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_message_bytes)
+        self.transport.mount(app)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    def _metrics_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        if os.environ.get("GRIDCHAIN_DEBUG_ENDPOINTS") == "1":
+            app.router.add_post("/debug/partition", self._partition)
+        return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.backend._refresh_gauges()
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok" if self.backend.healthy() else "failing"},
+                                 status=200 if self.backend.healthy() else 503)
+
+    async def _partition(self, request: web.Request) -> web.Response:
+        on = request.query.get("on", "1") == "1"
+        await self.transport.set_partitioned(on)
+        log.warning("debug: partition %s", "on" if on else "off")
+        return web.json_response({"partitioned": on})
+
+    async def _serve(self, app: web.Application, port: int, ssl_context: Any = None) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.listen_host, port, ssl_context=ssl_context,
+                           reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.driver.load)
+        await self._serve(self._p2p_app(), self.config.p2p_port, self.transport.server_ssl())
+        await self._serve(create_api_app(self.backend), self.config.api_port)
+        await self._serve(self._metrics_app(), self.config.metrics_port)
+        await self.transport.start()
+        self.backend.start()
+        self.driver.start()
+        await self.backend.restore_journal()
+        log.info("node %s (validator %d, %s) up: p2p %d, api %d, metrics %d", self.config.name,
+                 self.config.node_id, self.config.role, self.config.p2p_port, self.config.api_port,
+                 self.config.metrics_port)
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        for runner in self._runners:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        await self.driver.stop()
+        await self.backend.stop()
+        await self.transport.stop()
+        await self.storage.close()
+        self.stopped.set()
+
+
+async def run_node(home: Path, *, log_level: str | None = None) -> int:
+    """Run one node until SIGINT/SIGTERM; the ``gridchain node`` command."""
+    service = NodeService(home)
+    setup_logging(service, log_level or service.config.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    await stop.wait()
+    await service.stop()
+    return 0
