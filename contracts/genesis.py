@@ -49,6 +49,10 @@ class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """Largest quantity of one order, Wh."""
     max_orders_per_slot: int = 100_000
     """Bound on orders one slot holds (back-pressure: further orders are ``limit_reached``)."""
+    history_slots: int = 10_080
+    """Settled slots whose records (orders, trades, positions, readings, settlement lines)
+    stay in state; older ones are pruned when a later slot settles (0 = keep forever).
+    The default keeps 7 days of 60 s slots. Blocks and their leaves (the proofs) stay in storage."""
 
 
 class TokenParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -129,6 +133,7 @@ def validate_genesis(genesis: Genesis) -> None:
     need(m.meter_window_ms >= 0, "market.meter_window_ms must be >= 0")
     need(m.max_order_wh >= 1, "market.max_order_wh must be >= 1")
     need(m.max_orders_per_slot >= 1, "market.max_orders_per_slot must be >= 1")
+    need(m.history_slots >= 0, "market.history_slots must be >= 0")
     t = genesis.token
     need(t.block_reward_proposer_u >= 0 and t.block_reward_voter_u >= 0, "block rewards must be >= 0")
     need(len(genesis.validators) >= 1, "genesis needs at least one validator")

@@ -16,7 +16,7 @@ import msgspec
 
 from contracts.context import BlockContext
 from contracts.records import SettlementRecord, SlotSettled
-from contracts.state import SettlementLine, pair_key, slot_key
+from contracts.state import SettlementLine, State, pair_key, slot_key
 from contracts.token import charge, credit
 
 replace = msgspec.structs.replace
@@ -90,3 +90,38 @@ def settle_slot(ctx: BlockContext, slot: int) -> None:
     key = slot_key(slot)
     record = state.slots[key]
     state.put("slots", key, replace(record, status="settled"))
+    _remember_and_prune(ctx, slot)
+
+
+def _remember_and_prune(ctx: BlockContext, slot: int) -> None:
+    """Keep ``history_slots`` settled slots in state; drop every record of older ones."""
+    state = ctx.state
+    history = state.genesis.market.history_slots
+    meta = state.meta
+    settled = sorted({*meta.settled_slots, slot})
+    if history == 0:
+        return
+    keep_from = slot - history + 1
+    old = [s for s in settled if s < keep_from]
+    if old:
+        settled = settled[len(old):]
+    state.set_meta(replace(meta, settled_slots=tuple(settled)))
+    for s in old:
+        prune_slot(state, s)
+
+
+def prune_slot(state: State, slot: int) -> None:
+    """Delete a settled slot's orders, trades, positions, readings, settlement lines and record."""
+    record = state.slots.get(slot_key(slot))
+    assert record is None or record.status == "settled", "pruning an unsettled slot"
+    for order_id in sorted(state.orders_by_slot.get(slot, ())):
+        state.delete("orders", order_id)
+    if record is not None:
+        for k in range(record.trade_count):
+            state.delete("trades", f"{slot}-{k}")
+    for address in sorted(state.accounts_by_slot.get(slot, ())):
+        key = pair_key(slot, address)
+        state.delete("settlements", key)
+        state.delete("positions", key)
+        state.delete("readings", key)
+    state.delete("slots", slot_key(slot))

@@ -188,6 +188,8 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Cleared slots (or slots with readings) not yet settled (sorted)."""
     open_dispatches: tuple[tuple[int, int], ...] = ()
     """(deadline_ms, dispatch_id) of issued, unresolved dispatches (sorted, bounded)."""
+    settled_slots: tuple[int, ...] = ()
+    """Settled slots still held in state (sorted; pruned beyond ``market.history_slots``)."""
 
 
 TABLES: tuple[str, ...] = (
@@ -256,6 +258,7 @@ class State:
         self.open_orders_by_owner: dict[tuple[str, int, str], dict[str, None]] = {}
         """(owner, slot, side) -> open order ids: the self-trade check is one lookup."""
         self.accounts_by_slot: dict[int, dict[str, None]] = {}
+        self.orders_by_slot: dict[int, dict[str, None]] = {}
 
     # --- reads ---------------------------------------------------------------------
     @property
@@ -275,6 +278,17 @@ class State:
         self._dirty[(table, key)] = None
         self._index(table, key, old, value)
 
+    def delete(self, table: str, key: str) -> None:
+        tab = self._tables[table]
+        old = tab.get(key, _MISSING)
+        if old is _MISSING:
+            return
+        if self._journal is not None:
+            self._journal.append((table, key, old, (table, key) in self._dirty))
+        del tab[key]
+        self._dirty[(table, key)] = None
+        self._index(table, key, old, _MISSING)
+
     def set_meta(self, meta: Meta) -> None:
         self.put("meta", "meta", meta)
 
@@ -289,6 +303,13 @@ class State:
 
     def _index(self, table: str, key: str, old: Any, new: Any) -> None:
         if table == "orders":
+            if new is not _MISSING:
+                self.orders_by_slot.setdefault(new.slot, {})[key] = None
+            elif old is not _MISSING:
+                in_slot = self.orders_by_slot[old.slot]
+                in_slot.pop(key, None)
+                if not in_slot:
+                    del self.orders_by_slot[old.slot]
             if old is not _MISSING and old.status == "open":
                 self.open_orders_by_slot[old.slot].pop(key, None)
                 owner_key = (old.owner, old.slot, old.side)
@@ -307,7 +328,10 @@ class State:
             elif old is not _MISSING and not (
                     pair_key(old.slot, old.account) in self.positions
                     or pair_key(old.slot, old.account) in self.readings):
-                self.accounts_by_slot.get(old.slot, {}).pop(old.account, None)
+                accounts = self.accounts_by_slot.get(old.slot, {})
+                accounts.pop(old.account, None)
+                if not accounts:
+                    self.accounts_by_slot.pop(old.slot, None)
 
     def _reindex(self) -> None:
         for key, order in self.orders.items():

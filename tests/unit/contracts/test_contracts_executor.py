@@ -99,3 +99,28 @@ def test_genesis_needs_a_grid_operator_account() -> None:
     chain = Chain()
     with pytest.raises(GenesisError, match="grid_operator"):
         initial_state(msgspec.structs.replace(chain.genesis, grid_operator="ab" * 20))
+
+
+def test_settled_slots_beyond_the_history_are_pruned() -> None:
+    chain = Chain(market=market_params(history_slots=1))
+    chain.ok(chain.tx("con", PlaceOrder(slot=1, side="buy", price_u_per_wh=30, quantity_wh=10)),
+             chain.tx("gen", PlaceOrder(slot=1, side="sell", price_u_per_wh=20, quantity_wh=10)),
+             chain.tx("con", PlaceOrder(slot=2, side="buy", price_u_per_wh=30, quantity_wh=4)),
+             chain.tx("gen", PlaceOrder(slot=2, side="sell", price_u_per_wh=20, quantity_wh=4)),
+             chain.tx("con2", PlaceOrder(slot=2, side="buy", price_u_per_wh=1, quantity_wh=4)))
+    chain.ok(at_ms=3_000)  # slot 1 cleared and settled; slot 2 cleared
+    assert "1-0" in chain.state.trades
+    assert chain.state.meta.settled_slots == (1,)
+    chain.ok(at_ms=4_000)  # slot 2 settles: slot 1 falls out of the history
+    state = chain.state
+    assert state.meta.settled_slots == (2,)
+    assert "1-0" not in state.trades and "2-0" in state.trades
+    assert {o.slot for o in state.orders.values()} == {2}
+    assert {p.slot for p in state.positions.values()} == {2}
+    assert {s.slot for s in state.settlements.values()} == {2}
+    assert set(state.slots) == {"0000000000000002"}
+    assert 1 not in state.orders_by_slot and 1 not in state.accounts_by_slot
+    restored = decode_state(encode_state(state))
+    assert restored.orders_by_slot == state.orders_by_slot
+    assert restored.accounts_by_slot == state.accounts_by_slot
+    assert restored.open_orders_by_owner == state.open_orders_by_owner

@@ -78,7 +78,8 @@ def markets(draw):
     p_min = draw(st.integers(0, 10))
     p_max = draw(st.integers(p_min, 60))
     params = dict(p_min=p_min, p_max=p_max, grid_fee=draw(st.integers(0, 5)),
-                  p_short=draw(st.integers(p_max, 80)), p_long=draw(st.integers(0, p_min)))
+                  p_short=draw(st.integers(p_max, 80)), p_long=draw(st.integers(0, p_min)),
+                  history_slots=draw(st.sampled_from([0, 1, 10_080])))
     orders = []
     for _ in range(draw(st.integers(0, 30))):
         who = draw(st.sampled_from(TRADERS))
