@@ -175,11 +175,15 @@ async def test_signing_for_another_account_is_403_wrong_signer(env: Any) -> None
     await expect_rejected(env, {"raw": raw.hex()}, 403, "wrong_signer")
 
 
-@pytest.mark.xfail(reason="needs authorisation in contracts.executor.check_tx "
-                   "(requested in /work/notes/api-requests-to-contracts.md)", strict=False)
 async def test_unauthorised_mint_is_403_unauthorized(env: Any) -> None:
     raw = signed("cons", txs.Mint(to=addr("cons"), amount_u=10**9), nonce=1)
     await expect_rejected(env, {"raw": raw.hex()}, 403, "unauthorized")
+
+
+async def test_consumer_selling_is_rejected_at_admission(env: Any) -> None:
+    raw = signed("cons", txs.PlaceOrder(slot=5, side="sell", price_u_per_wh=10, quantity_wh=5), nonce=1)
+    out = await expect_rejected(env, {"raw": raw.hex()}, 422, "role_not_allowed")
+    assert "sell" in out["error"]["message"] or out["error"]["message"]
 
 
 async def test_full_mempool_is_503_mempool_full_with_retry_after(env: Any) -> None:
