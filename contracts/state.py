@@ -21,7 +21,6 @@ from ``encode_state`` bytes continues with the same roots.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import msgspec
@@ -373,9 +372,6 @@ class State:
         self._dirty.clear()
         self.root = codec.digest(codec.encode((self.root, height, codec.encode(self.credit), writes)))
         return self.root
-
-    def iter_accounts(self) -> Iterator[Account]:
-        return iter(self.accounts.values())
 
 
 def encode_state(state: State) -> bytes:

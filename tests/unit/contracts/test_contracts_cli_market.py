@@ -3,15 +3,25 @@ clear digest equals the on-chain slot's trades digest."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from contracts.transactions import PlaceOrder, decode_signed_tx
-from node.cli import main
+from node.cli import market as market_cli
 
 from .helpers import Chain, market_params
+
+
+def main(argv: list[str]) -> int:
+    """``gridchain market ...`` through its own parser (independent of other commands)."""
+    parser = argparse.ArgumentParser(prog="gridchain")
+    market_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
 
 E1 = {"params": {"p_min": 0, "p_max": 100, "grid_fee": 0}, "orders": [
     {"id": "B1", "account": "b1", "side": "buy", "price": 30, "quantity_wh": 3, "seq": [1, 0]},
