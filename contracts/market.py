@@ -157,8 +157,7 @@ def apply_place_order(ctx: BlockContext, tx: Tx, body: PlaceOrder, tx_hash: byte
     if slot.order_count >= m.max_orders_per_slot:
         raise errors.fail(errors.LIMIT_REACHED, f"slot {body.slot} holds {slot.order_count} orders")
     order_id = tx_hash.hex()
-    if order_id in state.orders:
-        raise errors.fail(errors.STALE_NONCE, "order already placed")
+    assert order_id not in state.orders, "a tx hash executes once (nonces are strictly increasing)"
     # All checks passed: mutate.
     seq = (ctx.height, ctx.tx_index)
     location = ctx.emit(OrderPlaced(
