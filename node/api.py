@@ -160,6 +160,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     tx_errors.STALE_NONCE: 409,
     "body_too_large": 413,
+    "account_limit": 429,
     "unsupported_media_type": 415,
     "mempool_full": 503,
     "not_ready": 503,

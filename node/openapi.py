@@ -104,6 +104,8 @@ def openapi_document() -> dict[str, Any]:
             "202": {"description": "accepted", "content": _json_content(
                 {"oneOf": [_ref("Accepted"), _ref("BatchAccepted")]})},
             "400": _ERR, "403": _ERR, "409": _ERR, "413": _ERR, "422": _ERR,
+            "429": {"description": "account_limit: too many pending transactions of this sender",
+                    "content": _json_content(_ref("Error"))},
             "503": {"description": "mempool_full: back off (Retry-After) and resubmit", "content":
                     _json_content(_ref("Error"))},
         },
