@@ -9,6 +9,11 @@ the first block at or after gate closure.
 Slot timing (T0 = genesis time): slot s is [T0 + s·slot_ms, T0 + (s+1)·slot_ms);
 ``gate_close(s) = T0 + s·slot_ms − gate_lead_ms``;
 ``settle_time(s) = T0 + (s+1)·slot_ms + meter_window_ms``.
+
+Order ids are the placing transaction's hash (hex), known to the client before
+inclusion; sequences are (height, index in block). ``energy_type`` is carried for
+information (a trade takes the seller's); the auction does not match on it.
+Trade ids are ``"<slot>-<k>"`` with k the position in the walk.
 """
 
 from __future__ import annotations
