@@ -11,7 +11,15 @@ from contracts import records as rec
 from contracts.executor import BlockInput, apply_block
 from contracts.market import BookOrder, clear
 from contracts.state import decode_state, encode_state, pair_key
-from contracts.transactions import Burn, Mint, PlaceOrder, SubmitReading, Transfer, decode_signed_tx
+from contracts.transactions import (
+    Burn,
+    CancelOrder,
+    Mint,
+    PlaceOrder,
+    SubmitReading,
+    Transfer,
+    decode_signed_tx,
+)
 
 from .helpers import Chain, check_invariants, market_params
 
@@ -84,7 +92,8 @@ def markets(draw):
     for _ in range(draw(st.integers(0, 30))):
         who = draw(st.sampled_from(TRADERS))
         orders.append((who, draw(st.sampled_from(SIDES[who])), draw(st.integers(p_min, p_max)),
-                       draw(st.integers(1, 300)), draw(st.integers(1, 2)), draw(st.integers(0, 1))))
+                       draw(st.integers(1, 300)), draw(st.integers(1, 2)), draw(st.integers(0, 1)),
+                       draw(st.booleans()) and draw(st.booleans())))  # cancelled in block 2
     readings = {}
     for who in TRADERS:
         for slot in (1, 2):
@@ -99,9 +108,13 @@ def build_blocks(chain: Chain, orders, readings, money) -> list[BlockInput]:
     placing: list[list[bytes]] = [
         [chain.tx("grid", Mint(to=chain.addr("gen"), amount_u=mint_u)),
          chain.tx("con", Transfer(to=chain.addr("gen2"), amount_u=transfer_u))], []]
-    for who, side, price, qty, slot, block in orders:
-        placing[block].append(chain.tx(who, PlaceOrder(slot=slot, side=side, price_u_per_wh=price,
-                                                       quantity_wh=qty)))
+    cancels = []
+    for who, side, price, qty, slot, block, cancel in orders:
+        raw = chain.tx(who, PlaceOrder(slot=slot, side=side, price_u_per_wh=price, quantity_wh=qty))
+        placing[block].append(raw)
+        if cancel and block == 0:
+            cancels.append((who, decode_signed_tx(raw).tx_hash.hex()))
+    placing[1] += [chain.tx(who, CancelOrder(order_id=order_id)) for who, order_id in cancels]
     reads = {slot: [chain.tx(who, SubmitReading(slot=slot, import_wh=i, export_wh=e), meter=True)
                     for (who, s), (i, e) in sorted(readings.items()) if s == slot] for slot in (1, 2)}
     burn = [chain.tx("grid", Burn(amount_u=burn_u))]  # may fail: grid income is random
