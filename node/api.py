@@ -525,23 +525,38 @@ class _Api:
         account = request.query.get("account")
         sub = self.hub.subscribe(topics=topics, account=_address(account, what="account") if account else None)
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        reader: asyncio.Task[None] | None = None
         try:
             await ws.prepare(request)
             reader = asyncio.create_task(self._drain_incoming(ws))
-            try:
-                while True:
-                    payload = await sub.queue.get()
-                    if payload is None:
-                        await ws.close(code=1008, message=b"slow consumer dropped")
-                        break
-                    await ws.send_str(payload.decode())
-            finally:
-                reader.cancel()
-        except (ConnectionResetError, asyncio.CancelledError):
+            await self._pump(sub, ws, reader)
+        except ConnectionResetError:
             pass
         finally:
             self.hub.unsubscribe(sub)
+            if reader is not None:
+                reader.cancel()
         return ws
+
+    @staticmethod
+    async def _pump(sub: Subscription, ws: web.WebSocketResponse, reader: asyncio.Task[None]) -> None:
+        """Send queued events until the client goes away or the subscriber is dropped."""
+        while True:
+            getter = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:  # the client closed the connection
+                getter.cancel()
+                return
+            batch = [getter.result()]
+            while not sub.queue.empty() and batch[-1] is not None:
+                batch.append(sub.queue.get_nowait())
+            for payload in batch:
+                if payload is None:
+                    await ws.close(code=1008, message=b"slow consumer dropped")
+                    return
+                if ws.closed:
+                    return
+                await ws.send_str(payload.decode())
 
     @staticmethod
     async def _drain_incoming(ws: web.WebSocketResponse) -> None:

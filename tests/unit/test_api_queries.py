@@ -4,6 +4,7 @@ trade lineage with inclusion proofs, the event stream, health and documents."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -220,3 +221,17 @@ def test_block_ids_are_digests_of_headers() -> None:
     backend = MemoryBackend()
     committed = backend.commit_block(timestamp_ms=T0_MS + 1)
     assert committed.block_id == codec.digest_of(committed.block.header)
+
+
+async def test_closed_event_connection_unsubscribes(env: Any) -> None:
+    backend, client = env
+    hub = client.app[EVENT_HUB_KEY]
+    async with client.ws_connect("/v1/events?topics=blocks") as ws:
+        backend.commit_block(timestamp_ms=T0_MS + 1)
+        await ws.receive(timeout=5)
+        assert len(hub) == 1
+    for _ in range(100):
+        if len(hub) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert len(hub) == 0, "a closed connection must not keep its subscription"
