@@ -395,6 +395,7 @@ class Driver:
                     self._remember_block(message.block)
                 self.transport.broadcast(FRAME_CONSENSUS, codec.encode(message))
             elif isinstance(action, act.Commit):
+                self._drop_committed_from_mempool(action.blocks)
                 self.commits.put_nowait((action.blocks, action.proof))
             elif isinstance(action, act.RequestPayload):
                 self._request_payload(action.round)
@@ -408,6 +409,19 @@ class Driver:
             elif isinstance(action, act.EquivocationDetected):
                 log.warning("equivocation by validator %d in round %d (%s)", action.author, action.round,
                             action.kind)
+
+    def _drop_committed_from_mempool(self, blocks: tuple[Block, ...]) -> None:
+        """Committed txs leave the mempool at once (execution may lag behind), so no
+        later leader proposes them again."""
+        committed = []
+        for block in blocks:
+            for raw in block.payload:
+                tx_hash = codec.digest(raw)
+                pooled = self.mempool.get(tx_hash)
+                if pooled is not None:
+                    committed.append((tx_hash, pooled.sender, pooled.nonce))
+        self.mempool.remove_committed(committed)
+        self.metrics.mempool_size.set(len(self.mempool))
 
     def _request_payload(self, round: int) -> None:
         """Propose at once when there is work (txs waiting, or txs in the uncommitted
@@ -549,7 +563,7 @@ class Driver:
         for receipt in item.receipts:
             tx_hash = receipt.tx_hash
             pooled = self.mempool.get(tx_hash)
-            if pooled is not None:
+            if pooled is not None:  # committed during a catch-up, not through a Commit action
                 committed.append((tx_hash, pooled.sender, pooled.nonce))
             admitted = self.admitted_at.pop(tx_hash, None)
             if admitted is not None:

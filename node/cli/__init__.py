@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "genesis",
     "node",
+    "devnet",
+    "bench",
     "market",
     "tx",
     "query",

@@ -1,0 +1,102 @@
+"""``gridchain devnet``: a local consortium of node processes on 127.0.0.1.
+
+Generates the network into ``--home`` if it is empty or missing (as
+``gridchain genesis --host-mode local``), starts one ``gridchain node`` per
+validator, waits until all are ready, prints their URLs and the demo accounts'
+key files, optionally runs the demo trading day (``--demo``), and keeps running
+until SIGINT/SIGTERM, when it stops every node it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from node.cli.genesis import add_network_arguments
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("devnet", help="run a local consortium of node processes on 127.0.0.1")
+    parser.add_argument("--nodes", type=int, default=4, help="number of validators (default 4)")
+    parser.add_argument("--home", type=Path, default=Path(".devnet"), help="network directory (default .devnet)")
+    parser.add_argument("--base-port", type=int, default=7100, help="p2p P+i, api P+100+i, metrics P+200+i")
+    add_network_arguments(parser)
+    parser.add_argument("--demo", action="store_true", help="run a short demo trading day once ready")
+    parser.add_argument("--log-level", default="info")
+    parser.set_defaults(func=run)
+
+
+def _print_network(console: Console, network: dict[str, Any], accounts: list[dict[str, Any]]) -> None:
+    table = Table(title=f"GridChain devnet · chain {network['chain_id']}")
+    for column in ("node", "role", "API", "metrics", "log"):
+        table.add_column(column)
+    for node in network["nodes"]:
+        table.add_row(node["name"], node["role"], node["api_url"], node["metrics_url"],
+                      str(Path(node["home"]) / "node.log"))
+    console.print(table)
+    keys = Table(title="demo accounts (key files)")
+    for column in ("name", "role", "address", "key file"):
+        keys.add_column(column)
+    for account in accounts:
+        if not account["name"].startswith("bench-"):
+            keys.add_row(account["name"], account["role"], account["address"], account["key_file"])
+    console.print(keys)
+
+
+def run(args: argparse.Namespace) -> int:
+    from contracts.errors import GenesisError
+    from node import genesis as gen
+    from node.localnet import LocalNet
+
+    console = Console()
+    home: Path = args.home
+    if not (home / "network.json").exists():
+        if home.exists() and any(home.iterdir()):
+            print(f"error: {home} is not empty and has no network.json", file=sys.stderr)
+            return 2
+        try:
+            gen.generate_network(
+                home, nodes=gen.parse_nodes(str(args.nodes)), host_mode="local", base_port=args.base_port,
+                slot_ms=args.slot_ms or 5_000, chain_id=args.chain_id or "gridchain-devnet",
+                round_timeout_ms=args.round_timeout_ms,
+            )
+        except GenesisError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        console.print(f"generated a {args.nodes}-node network in {home}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    net = LocalNet(home, log_level=args.log_level)
+    try:
+        net.start_all()
+        console.print(f"starting {len(net.nodes)} nodes ...")
+        net.wait_ready(timeout_s=90)
+        accounts = json.loads((home / "accounts.json").read_text())
+        _print_network(console, net.network, accounts)
+        console.print(f"network: {home / 'network.json'}   accounts: {home / 'accounts.json'}")
+        if args.demo and not stop.is_set():
+            from node.demo import run_demo
+
+            run_demo(home, console=console)
+        console.print("[bold green]devnet running[/] — Ctrl-C stops every node")
+        while not stop.wait(1.0):
+            for index in range(len(net.nodes)):
+                if not net.running(index):
+                    console.print(f"[red]node {net.nodes[index]['name']} exited; see its node.log[/]")
+                    return 1
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        console.print("stopping nodes ...")
+        net.stop_all()
+    return 0

@@ -1,0 +1,152 @@
+"""A cluster of ``gridchain node`` processes on 127.0.0.1 (devnet, bench, integration tests).
+
+``LocalNet(network_dir)`` reads ``network.json`` (written by ``node.genesis``),
+starts one process per node with its output appended to ``<home>/node.log``,
+waits for ``/readyz``, and stops them (SIGTERM, then SIGKILL after a grace
+period). Every process it starts is tracked, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+NODE_LOG = "node.log"
+_RUN_CLI = "import sys; from node.cli import main; sys.exit(main())"
+
+
+def http_get_json(url: str, *, timeout_s: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+def http_status(url: str, *, timeout_s: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
+class LocalNet:
+    """The node processes of one network directory."""
+
+    def __init__(self, network_dir: Path, *, env: dict[str, str] | None = None, log_level: str = "info") -> None:
+        self.dir = Path(network_dir)
+        self.network = json.loads((self.dir / "network.json").read_text())
+        self.nodes: list[dict[str, Any]] = self.network["nodes"]
+        self.env = {**os.environ, **(env or {})}
+        self.log_level = log_level
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def home(self, index: int) -> Path:
+        return Path(self.nodes[index]["home"])
+
+    def api(self, index: int) -> str:
+        return str(self.nodes[index]["api_url"])
+
+    def start(self, index: int) -> None:
+        assert index not in self.procs or self.procs[index].poll() is not None, f"node {index} is running"
+        home = self.home(index)
+        log = open(home / NODE_LOG, "ab")  # noqa: SIM115 - owned by the child process
+        try:
+            self.procs[index] = subprocess.Popen(
+                [sys.executable, "-c", _RUN_CLI, "node", "--home", str(home), "--log-level", self.log_level],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def start_all(self) -> None:
+        for index in range(len(self.nodes)):
+            self.start(index)
+
+    def running(self, index: int) -> bool:
+        proc = self.procs.get(index)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(index)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    def stop(self, index: int, *, grace_s: float = 10.0) -> None:
+        proc = self.procs.get(index)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def stop_all(self, *, grace_s: float = 10.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def status(self, index: int) -> dict[str, Any] | None:
+        try:
+            return http_get_json(self.api(index) + "/v1/status")  # type: ignore[no-any-return]
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def is_ready(self, index: int) -> bool:
+        return http_status(self.api(index) + "/readyz") == 200
+
+    def wait_ready(self, indexes: list[int] | None = None, *, timeout_s: float = 60.0) -> None:
+        wanted = list(range(len(self.nodes))) if indexes is None else indexes
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = [i for i in wanted if not self.is_ready(i)]
+            if not pending:
+                return
+            for i in pending:
+                proc = self.procs.get(i)
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"node {self.nodes[i]['name']} exited with {proc.returncode}; "
+                                       f"see {self.home(i) / NODE_LOG}")
+            if time.monotonic() > deadline:
+                names = ", ".join(self.nodes[i]["name"] for i in pending)
+                raise TimeoutError(f"nodes not ready after {timeout_s:.0f} s: {names}")
+            time.sleep(0.2)
+
+    def height(self, index: int) -> int:
+        status = self.status(index)
+        return -1 if status is None else int(status["height"])
+
+    def wait_height(self, height: int, indexes: list[int] | None = None, *, timeout_s: float = 60.0) -> None:
+        wanted = list(range(len(self.nodes))) if indexes is None else indexes
+        deadline = time.monotonic() + timeout_s
+        while any(self.height(i) < height for i in wanted):
+            if time.monotonic() > deadline:
+                heights = {self.nodes[i]["name"]: self.height(i) for i in wanted}
+                raise TimeoutError(f"height {height} not reached in {timeout_s:.0f} s: {heights}")
+            time.sleep(0.2)
+
+    def __enter__(self) -> LocalNet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
