@@ -263,6 +263,8 @@ def decode_signed_tx(raw: bytes) -> SignedTx:
         tx = codec.decode_canonical(wire.tx_bytes, Tx)
     except codec.CodecError as exc:
         raise errors.fail(errors.MALFORMED, str(exc)) from None
+    except UnicodeDecodeError:  # msgspec reports invalid UTF-8 in a str field this way
+        raise errors.fail(errors.MALFORMED, "invalid UTF-8 in a text field") from None
     if len(wire.signature) != crypto.SIGNATURE_SIZE:
         raise errors.fail(errors.MALFORMED, "signature must be 64 bytes")
     return SignedTx(

@@ -106,6 +106,8 @@ def _load(path: str, type_: type[Any]) -> Any:
         return msgspec.json.decode(data, type=type_, strict=True)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InputError(f"{path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: malformed JSON (invalid UTF-8)") from None
 
 
 def run_clear(data: ClearInput) -> dict[str, Any]:

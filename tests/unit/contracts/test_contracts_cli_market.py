@@ -37,7 +37,10 @@ E7 = {"params": {"p_short": 30, "p_long": 8}, "trades": [{"buyer": "B", "seller"
 
 def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, data: object) -> tuple[int, str, str]:
     path = tmp_path / "input.json"
-    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data if isinstance(data, str) else json.dumps(data))
     code = main(["market", command, "--input", str(path)])
     out, err = capsys.readouterr()
     return code, out, err
@@ -102,6 +105,7 @@ def _with(order_change: dict[str, object]) -> dict[str, object]:
     ("clear", {"params": {"p_min": 0, "p_max": 100}, "orders": []}, "grid_fee"),
     ("clear", {"orders": []}, "params"),
     ("clear", "{not json", "malformed"),
+    ("clear", b'{"params": {"p_min": 0, "p_max": 1, "grid_fee": 0}, "orders": [{"id": "\x80"}]}', "malformed"),
     ("settle", {**E7, "trades": [{"buyer": "B", "seller": "S", "quantity_wh": -10}]}, ">= 1"),
     ("settle", {**E7, "readings": {"S": {"import_wh": 0.5, "export_wh": 7}}}, "float"),
     ("settle", {**E7, "readings": {"S": {"import_wh": 0}}}, "export_wh"),

@@ -205,3 +205,25 @@ def test_check_tx_refuses_unauthorised_kinds_at_admission() -> None:
     assert code_of(chain.tx("grid", SubmitReading(slot=1, import_wh=0, export_wh=0), meter=True)) \
         == errors.ROLE_NOT_ALLOWED
     assert code_of(chain.tx("con", PlaceOrder(slot=1, side="buy", price_u_per_wh=1, quantity_wh=1))) is None
+
+
+@given(garbage=st.binary(max_size=300))
+def test_garbage_from_a_peer_only_ever_raises_malformed(garbage: bytes) -> None:
+    try:
+        decode_signed_tx(garbage)
+    except errors.TxError as exc:
+        assert exc.code == errors.MALFORMED
+
+
+@given(flip=st.integers(0, 10_000), value=st.integers(0, 255))
+def test_any_byte_change_of_a_signed_tx_is_rejected_or_changes_its_hash(flip: int, value: int) -> None:
+    raw = sign_tx(make(PlaceOrder(slot=3, side="buy", price_u_per_wh=7, quantity_wh=9)), SIGNER)
+    i = flip % len(raw)
+    tampered = raw[:i] + bytes([value]) + raw[i + 1:]
+    if tampered == raw:
+        return
+    try:
+        stx = decode_signed_tx(tampered)
+    except errors.TxError:
+        return
+    assert not verify_signature(stx) or stx.tx_bytes == decode_signed_tx(raw).tx_bytes
