@@ -67,7 +67,8 @@ class ServerThread:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[ServerThread, dict[str, str]]]:
-    backend = MemoryBackend(make_genesis(t0_ms=time.time_ns() // 1_000_000 - 1_000, slot_ms=10_000))
+    # Slot 0 ended 5 s ago and its meter window is still open: readings for 'previous' are accepted.
+    backend = MemoryBackend(make_genesis(t0_ms=time.time_ns() // 1_000_000 - 15_000, slot_ms=10_000))
     key_files = {}
     for name, signer in SIGNERS.items():
         path = tmp_path / f"{name}.json"
@@ -234,3 +235,23 @@ def test_verify_proof_cli_accepts_a_trace_and_rejects_a_tampered_one(capsys: Any
     garbage.write_text("[1, 2")
     code, _, err = run_cli(capsys, "verify-proof", str(garbage))
     assert code == 2 and orjson.loads(err)["error"]["code"] == "bad_proof_file"
+
+
+def test_readings_signed_by_own_key_and_by_a_meter_key(node: Any, capsys: Any) -> None:
+    server, key = node
+    url = server.url
+    code, out, _ = run_cli(capsys, "tx", "reading", "--node", url, "--key", key["gen"], "--slot", "previous",
+                           "--import-wh", "0", "--export-wh", "70", "--wait")
+    assert code == 0 and out["receipt"]["ok"] is True
+    code, out, _ = run_cli(capsys, "tx", "set-meter-key", "--node", url, "--key", key["grid"],
+                           "--account", addr("cons"), "--meter-key", key["stranger"], "--wait")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "tx", "reading", "--node", url, "--key", key["stranger"],
+                           "--account", addr("cons"), "--slot", "previous", "--import-wh", "40",
+                           "--export-wh", "0", "--wait")
+    assert code == 0 and out["receipt"]["ok"] is True, out
+    readings = {r.account: r.import_wh for r in server.backend.state.readings.values()}
+    assert readings == {addr("gen"): 0, addr("cons"): 40}
+    code, _, err = run_cli(capsys, "tx", "reading", "--node", url, "--key", key["cons"], "--slot", "previous",
+                           "--import-wh", "1", "--export-wh", "0")
+    assert code == 1 and orjson.loads(err)["error"]["code"] == "wrong_signer"
