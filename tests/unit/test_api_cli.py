@@ -33,8 +33,9 @@ from tests.unit.api_memory_backend import (
 class ServerThread:
     """The API app on its own event loop in a daemon thread."""
 
-    def __init__(self, backend: MemoryBackend) -> None:
+    def __init__(self, backend: MemoryBackend, *, produce_blocks: bool = True) -> None:
         self.backend = backend
+        self.produce_blocks = produce_blocks
         self.loop = asyncio.new_event_loop()
         self.url = ""
         self._started = threading.Event()
@@ -48,10 +49,11 @@ class ServerThread:
         self.loop.run_until_complete(site.start())
         port = runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
-        task = self.loop.create_task(autocommit(self.backend))
+        task = self.loop.create_task(autocommit(self.backend)) if self.produce_blocks else None
         self._started.set()
         self.loop.run_forever()
-        task.cancel()
+        if task is not None:
+            task.cancel()
         self.loop.run_until_complete(runner.cleanup())
         self.loop.close()
 
