@@ -588,6 +588,9 @@ class Core:
             self._stats.invalid_proposals += 1
             return
         self._tree.insert(block, bid)
+        for evidence in header.evidence:
+            # Re-reported by our own proposals if this block ends up on a pruned fork.
+            self._aggregator.add_evidence(evidence)
         if self._block_check is not None and self._block_check(block) is not None:
             self._stats.rejected_by_runtime += 1
             return
