@@ -45,6 +45,8 @@ def register(subparsers: Any) -> None:
                    help="message duplication (default %(default)s)")
     p.add_argument("--min-delay-ms", type=int, default=d.min_delay_ms)
     p.add_argument("--max-delay-ms", type=int, default=d.max_delay_ms)
+    p.add_argument("--fault-delay-ms", type=int, default=d.fault_delay_ms,
+                   help="extra delay of up to this on every message during the fault phase")
     p.add_argument("--round-timeout-ms", type=int, default=d.round_timeout_ms)
     p.add_argument("--fault-fraction", type=int, default=d.fault_fraction_percent, metavar="PERCENT",
                    help="share of the rounds with faults active (default %(default)s)")
@@ -67,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         duplicate_percent=args.duplicate,
         min_delay_ms=args.min_delay_ms,
         max_delay_ms=args.max_delay_ms,
+        fault_delay_ms=args.fault_delay_ms,
         round_timeout_ms=args.round_timeout_ms,
         fault_fraction_percent=args.fault_fraction,
         liveness_rounds=args.liveness_rounds,

@@ -7,7 +7,8 @@ as at most f validators are faulty):
   and every instance commits heights contiguously;
 * **no honest double vote** — every vote that leaves an honest instance is
   inspected on the wire; one key never signs two different ``VoteData`` for a
-  round (a repeated, identical vote is fine);
+  round (a repeated, identical vote is fine); the same for timeouts and for
+  proposals (``double_vote``, ``double_timeout``, ``double_proposal``);
 * **honest messages are valid** — a message an honest core produced is accepted
   by ``check_message`` at the receiver after encoding and decoding (this is how
   codec and validation bugs surface).
@@ -23,17 +24,33 @@ from __future__ import annotations
 import msgspec
 
 from consensus import codec
-from consensus.types import Block, Digest, NodeId, Round, Vote, block_id
+from consensus.types import (
+    Block,
+    Digest,
+    Message,
+    NodeId,
+    ProposalMsg,
+    Round,
+    TimeoutMsg,
+    VoteMsg,
+    block_id,
+)
 
 MAX_VIOLATIONS = 50
 """Violations kept per run; the first one is what matters, the rest are context."""
+MAX_SIGNATURES_KEPT = 100_000
+"""Signed (kind, author, round) entries remembered before old rounds are pruned."""
+SIGNATURE_WINDOW_ROUNDS = 2_000
+"""Pruning keeps this many rounds below the highest signed round (an honest core
+never signs that far back, and the double-sign guard keeps a wiped one above it)."""
 
 
 class Violation(msgspec.Struct, frozen=True, kw_only=True):
     """One broken invariant."""
 
     kind: str
-    """Stable code: agreement, gap, double_vote, invalid_honest_message, core_exception, liveness."""
+    """Stable code: agreement, gap, double_vote, double_timeout, double_proposal,
+    invalid_honest_message, core_exception, liveness."""
     detail: str
     """Human-readable explanation (heights, rounds, ids)."""
     time_ms: int
@@ -51,8 +68,9 @@ class Checker:
         self.violation_count = 0
         self._chain: dict[int, Digest] = {}
         """height -> block id, the first honest commit at each height."""
-        self._votes: dict[tuple[NodeId, Round], Digest] = {}
-        """(author, round) -> digest of the VoteData an honest key signed."""
+        self._signatures: dict[tuple[str, NodeId, Round], Digest] = {}
+        """(kind, author, round) -> digest of what an honest key signed."""
+        self._max_round = 0
         self.time_ms = 0
         self.step = 0
 
@@ -108,31 +126,38 @@ class Checker:
     def agreed_height(self) -> int:
         return len(self._chain)
 
-    # -- votes ---------------------------------------------------------------
-    def on_vote_sent(self, *, sender_index: NodeId, vote: Vote) -> None:
-        """Inspect a vote as it leaves an instance of validator ``sender_index``."""
+    # -- signed messages -----------------------------------------------------
+    def on_message_sent(self, *, sender_index: NodeId, message: Message) -> None:
+        """Inspect a message as it leaves an instance of validator ``sender_index``:
+        an honest key never signs two different votes, timeouts or proposals for a round."""
         if sender_index not in self.honest_indices:
             return
-        if vote.author != sender_index:
-            self.violation(
-                "double_vote",
-                f"honest validator {sender_index} sent a vote authored by {vote.author}",
-            )
+        if isinstance(message, VoteMsg):
+            vote = message.vote
+            self._signed("vote", sender_index, vote.author, vote.vote_data.round,
+                         codec.digest_of(vote.vote_data))
+        elif isinstance(message, TimeoutMsg):
+            timeout = message.timeout
+            self._signed("timeout", sender_index, timeout.author, timeout.data.round,
+                         codec.digest_of(timeout.data))
+        elif isinstance(message, ProposalMsg) and message.block.header.author == sender_index:
+            header = message.block.header
+            self._signed("proposal", sender_index, header.author, header.round, block_id(header))
+
+    def _signed(self, kind: str, sender: NodeId, author: NodeId, round: Round, signed: Digest) -> None:
+        if author != sender:
+            self.violation(f"double_{kind}", f"honest validator {sender} sent a {kind} "
+                                             f"authored by {author}")
             return
-        key = (vote.author, vote.vote_data.round)
-        signed = codec.digest_of(vote.vote_data)
-        known = self._votes.setdefault(key, signed)
+        key = (kind, author, round)
+        known = self._signatures.setdefault(key, signed)
         if known != signed:
             self.violation(
-                "double_vote",
-                f"honest validator {vote.author} signed two different votes for round "
-                f"{vote.vote_data.round}",
+                f"double_{kind}",
+                f"honest validator {author} signed two different {kind}s for round {round}",
             )
-
-    def forget_votes_below(self, round: Round) -> None:
-        """Bound memory: votes far below every honest round can no longer conflict
-        with anything an honest core signs (they never vote for old rounds)."""
-        stale = [key for key in self._votes if key[1] < round]
-        for key in stale:
-            del self._votes[key]
-
+        self._max_round = max(self._max_round, round)
+        if len(self._signatures) > MAX_SIGNATURES_KEPT:
+            horizon = self._max_round - SIGNATURE_WINDOW_ROUNDS
+            for stale in [k for k in self._signatures if k[2] < horizon]:
+                del self._signatures[stale]

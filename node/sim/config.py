@@ -43,6 +43,9 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """Shortest one-way network delay."""
     max_delay_ms: int = 60
     """Longest regular one-way delay; a few messages take up to 10x this (tail)."""
+    fault_delay_ms: int = 0
+    """During the fault phase, every message takes up to this much extra delay
+    (periods of asynchrony longer than a round timeout); 0 turns it off."""
     round_timeout_ms: int = 1_000
     """Base round timeout handed to the cores (``ConsensusParams.round_timeout_ms``)."""
     fault_fraction_percent: int = 50
@@ -72,6 +75,7 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
             ("duplicate_percent", "--duplicate"),
             ("min_delay_ms", "--min-delay-ms"),
             ("max_delay_ms", "--max-delay-ms"),
+            ("fault_delay_ms", "--fault-delay-ms"),
             ("round_timeout_ms", "--round-timeout-ms"),
             ("fault_fraction_percent", "--fault-fraction"),
             ("liveness_rounds", "--liveness-rounds"),
@@ -98,7 +102,7 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
             raise ValueError(f"--behaviour must be one of {', '.join(BEHAVIOURS)}")
         if not 0 <= self.loss_percent <= 100 or not 0 <= self.duplicate_percent <= 100:
             raise ValueError("percentages must be between 0 and 100")
-        if not 0 <= self.min_delay_ms <= self.max_delay_ms:
+        if not 0 <= self.min_delay_ms <= self.max_delay_ms or self.fault_delay_ms < 0:
             raise ValueError("need 0 <= --min-delay-ms <= --max-delay-ms")
         if self.round_timeout_ms < 1 or not 0 <= self.fault_fraction_percent <= 100:
             raise ValueError("bad --round-timeout-ms or --fault-fraction")

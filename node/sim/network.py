@@ -29,6 +29,7 @@ class NetworkModel:
         max_delay_ms: int,
         loss_percent: int,
         duplicate_percent: int,
+        extra_delay_ms: int = 0,
     ) -> None:
         assert 0 <= min_delay_ms <= max_delay_ms
         self._rng = rng
@@ -36,6 +37,8 @@ class NetworkModel:
         self.max_delay_ms = max_delay_ms
         self.loss_percent = loss_percent
         self.duplicate_percent = duplicate_percent
+        self.extra_delay_ms = extra_delay_ms
+        """Up to this much more delay per message (asynchrony); set to 0 when faults stop."""
         self._group_of: dict[int, int] | None = None
         self.sent = 0
         """Messages handed to the network (one per destination instance)."""
@@ -73,6 +76,8 @@ class NetworkModel:
         delay = self._rng.randint(self.min_delay_ms, self.max_delay_ms)
         if self._rng.randrange(100) < TAIL_PERCENT:
             delay += self._rng.randint(self.max_delay_ms, 10 * self.max_delay_ms)
+        if self.extra_delay_ms:
+            delay += self._rng.randint(0, self.extra_delay_ms)
         return delay
 
     def plan(self, src: int, dst: int) -> list[int]:

@@ -21,7 +21,8 @@ node's driver:
 Every vote that leaves an instance is shown to the checker (double votes). No
 wall clock, no asyncio, no sockets; all randomness comes from
 ``random.Random`` objects seeded from the run's seed, so a seed replays exactly.
-The run has a fault phase (Byzantine validators, crashes, partitions, loss),
+The run has a fault phase (Byzantine validators, crashes, partitions, loss,
+extra delay),
 then heals (partition removed, loss off, crashed nodes restarted) and checks
 liveness: every honest instance must commit again within
 ``liveness_rounds`` rounds.
@@ -65,7 +66,6 @@ from consensus.types import (
     NodeId,
     ProposalMsg,
     SafetyData,
-    VoteMsg,
     block_id,
 )
 from consensus.validation import check_message
@@ -202,6 +202,7 @@ class Simulation:
             max_delay_ms=config.max_delay_ms,
             loss_percent=config.loss_percent,
             duplicate_percent=config.duplicate_percent,
+            extra_delay_ms=config.fault_delay_ms,
         )
         clock_rng = random.Random(f"{config.seed}:clocks")
         byz_rng = random.Random(f"{config.seed}:byzantine")
@@ -330,7 +331,7 @@ class Simulation:
                 return
             if isinstance(action, PersistSafety):
                 inst.safety = action.data
-                inst.restore = inst.core.restore_point()
+                self._persist_restore(inst)
                 if inst.crash_on_persist:
                     self.counts["crash_between_persist_and_send"] += 1
                     self._crash(inst)
@@ -368,7 +369,22 @@ class Simulation:
             if inst.honest:
                 for ev in block.header.evidence:
                     self.evidence_rounds.setdefault(ev.author, block.round)
-        inst.restore = inst.core.restore_point()
+        self._persist_restore(inst)
+
+    def _persist_restore(self, inst: Instance) -> None:
+        """Write the core's restore point as storage would: never ahead of the blocks
+        actually committed to disk. A ``PersistSafety`` can precede a ``Commit`` in
+        one action list; if the node dies between them, the restore point on disk
+        must still name the last block it stored (else it restarts past blocks it
+        never executed). Then only the certificates are refreshed."""
+        point = inst.core.restore_point()
+        height = point.block.height
+        if height == len(inst.chain) and (height == 0 or inst.chain[-1] == block_id(point.block.header)):
+            inst.restore = point
+        elif inst.restore is not None:
+            inst.restore = msgspec.structs.replace(
+                inst.restore, high_qc=point.high_qc, high_tc=point.high_tc
+            )
 
     # -- network -----------------------------------------------------------------
     def _send(self, inst: Instance, to: NodeId, message: Message) -> None:
@@ -386,9 +402,8 @@ class Simulation:
                 self._transmit(inst, dst, data)
 
     def _wire(self, inst: Instance, message: Message) -> bytes:
-        if isinstance(message, VoteMsg):
-            self.checker.on_vote_sent(sender_index=inst.index, vote=message.vote)
-        elif isinstance(message, ProposalMsg) and message.block.header.author == inst.index:
+        self.checker.on_message_sent(sender_index=inst.index, message=message)
+        if isinstance(message, ProposalMsg) and message.block.header.author == inst.index:
             inst.remember(message.block)
         return codec.encode(message)
 
@@ -475,6 +490,7 @@ class Simulation:
         self.healed = True
         self.network.heal()
         self.network.loss_percent = 0
+        self.network.extra_delay_ms = 0
         self._crashes.clear()
         self._partitions.clear()
         for inst in self.instances:

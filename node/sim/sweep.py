@@ -6,8 +6,9 @@ Run ``i`` gets seed ``start + i`` and a configuration drawn from that seed by
 ``sweep_config``: n from ``--nodes``, a Byzantine behaviour (equivocate,
 double-vote, silent, twins) with 1..f faulty validators in four runs out of
 five, 0..f crashing validators (plain restart, crash between persist and send,
-or wiped restart), a partition in about 40% of the runs and message loss of
-0–20%. Prints progress and a summary; every failing run prints its
+or wiped restart), a partition in about 40% of the runs, message loss of
+0–20% and, in 40% of the runs, up to 0.5 or 2 s of extra delay per message
+(asynchrony) while the faults last. Prints progress and a summary; every failing run prints its
 ``reproduce with: gridchain sim ...`` line. Exit status 1 on any violation or
 any run without progress.
 """
@@ -27,6 +28,7 @@ from node.sim.config import BEHAVIOURS, SimConfig
 
 DEFAULT_ROUNDS = 60
 LOSS_CHOICES = (0, 0, 0, 5, 10, 20)
+FAULT_DELAY_CHOICES_MS = (0, 0, 0, 500, 2_000)
 
 
 def sweep_config(seed: int, *, nodes: Sequence[int] = (4, 7), rounds: int = DEFAULT_ROUNDS) -> SimConfig:
@@ -45,6 +47,7 @@ def sweep_config(seed: int, *, nodes: Sequence[int] = (4, 7), rounds: int = DEFA
         crash=rng.randint(0, f),
         partition=rng.randrange(100) < 40,
         loss_percent=rng.choice(LOSS_CHOICES),
+        fault_delay_ms=rng.choice(FAULT_DELAY_CHOICES_MS),
     )
 
 

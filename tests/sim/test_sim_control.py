@@ -59,3 +59,15 @@ def test_cli_summary_prints_the_reproduce_line(violating_seed: int, capsys: pyte
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "reproduce with: gridchain sim" in out and f"--seed {violating_seed}" in out
+
+
+def test_double_vote_check_sees_real_wire_votes() -> None:
+    """One twin pair (within f): when the twinned validator leads, each twin signs
+    its own block and votes for it. Declaring that key honest must make the
+    checker report the two different votes it signed for one round."""
+    sim = Simulation(SimConfig(nodes=4, seed=4, rounds=40, byzantine=1, behaviour="twins"))
+    twinned = sim.plan.byzantine[0]
+    sim.checker.honest_indices = sim.checker.honest_indices | {twinned}
+    result = sim.run()
+    assert result.violations and result.violations[0].kind in {"double_vote", "double_proposal"}
+    assert f"validator {twinned}" in result.violations[0].detail

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from consensus import codec
 from consensus.types import (
     Block,
     BlockHeader,
+    ProposalMsg,
     QuorumCert,
+    SyncInfo,
+    Timeout,
+    TimeoutData,
+    TimeoutMsg,
     Vote,
     VoteData,
+    VoteMsg,
     block_id,
 )
 from node.cli import build_parser
@@ -38,10 +45,24 @@ def block(height: int, salt: bytes = b"") -> Block:
     return Block(header=header)
 
 
-def vote(author: int, round: int, target: bytes) -> Vote:
+SYNC = SyncInfo(high_qc=GENESIS_QC, high_commit_qc=GENESIS_QC)
+
+
+def vote(author: int, round: int, target: bytes) -> VoteMsg:
     data = VoteData(epoch=1, round=round, height=round, block_id=target, parent_id=b"\0" * 32,
                     parent_round=round - 1)
-    return Vote(vote_data=data, author=author, signature=b"\0" * 64)
+    return VoteMsg(vote=Vote(vote_data=data, author=author, signature=b"\0" * 64), sync=SYNC)
+
+
+def timeout(author: int, round: int, high_qc_round: int) -> TimeoutMsg:
+    data = TimeoutData(epoch=1, round=round, high_qc_round=high_qc_round)
+    return TimeoutMsg(timeout=Timeout(data=data, author=author, signature=b"\0" * 64), sync=SYNC)
+
+
+def proposal(author: int, round: int, salt: bytes) -> ProposalMsg:
+    b = block(round, salt)
+    header = msgspec.structs.replace(b.header, author=author)
+    return ProposalMsg(block=Block(header=header), signature=b"\0" * 64, sync=SYNC)
 
 
 def network(**kw: int) -> NetworkModel:
@@ -104,13 +125,31 @@ def test_checker_ignores_byzantine_commits_but_flags_gaps() -> None:
 
 def test_checker_flags_an_honest_double_vote_only() -> None:
     checker = Checker(honest_indices={0, 1})
-    checker.on_vote_sent(sender_index=0, vote=vote(0, 5, b"a" * 32))
-    checker.on_vote_sent(sender_index=0, vote=vote(0, 5, b"a" * 32))  # repeated: same vote
-    checker.on_vote_sent(sender_index=0, vote=vote(0, 6, b"b" * 32))
-    checker.on_vote_sent(sender_index=2, vote=vote(2, 5, b"a" * 32))
-    checker.on_vote_sent(sender_index=2, vote=vote(2, 5, b"c" * 32))  # Byzantine: allowed
+    checker.on_message_sent(sender_index=0, message=vote(0, 5, b"a" * 32))
+    checker.on_message_sent(sender_index=0, message=vote(0, 5, b"a" * 32))  # repeated: same vote
+    checker.on_message_sent(sender_index=0, message=vote(0, 6, b"b" * 32))
+    checker.on_message_sent(sender_index=2, message=vote(2, 5, b"a" * 32))
+    checker.on_message_sent(sender_index=2, message=vote(2, 5, b"c" * 32))  # Byzantine: allowed
     assert checker.ok
-    checker.on_vote_sent(sender_index=0, vote=vote(0, 5, b"c" * 32))
+    checker.on_message_sent(sender_index=0, message=vote(0, 5, b"c" * 32))
+    assert [v.kind for v in checker.violations] == ["double_vote"]
+
+
+def test_checker_flags_honest_double_timeouts_and_proposals() -> None:
+    checker = Checker(honest_indices={0, 1})
+    checker.on_message_sent(sender_index=1, message=timeout(1, 7, 5))
+    checker.on_message_sent(sender_index=1, message=timeout(1, 7, 5))
+    checker.on_message_sent(sender_index=0, message=proposal(0, 7, b"x"))
+    checker.on_message_sent(sender_index=0, message=proposal(0, 7, b"x"))
+    assert checker.ok
+    checker.on_message_sent(sender_index=1, message=timeout(1, 7, 6))
+    checker.on_message_sent(sender_index=0, message=proposal(0, 7, b"y"))
+    assert [v.kind for v in checker.violations] == ["double_timeout", "double_proposal"]
+
+
+def test_checker_flags_an_honest_sender_forwarding_someone_elses_vote() -> None:
+    checker = Checker(honest_indices={0, 1})
+    checker.on_message_sent(sender_index=0, message=vote(1, 5, b"a" * 32))
     assert [v.kind for v in checker.violations] == ["double_vote"]
 
 
@@ -137,7 +176,8 @@ def test_fault_plan_is_deterministic_and_within_budget(seed: int) -> None:
 
 def test_reproduce_command_parses_back_to_the_same_config() -> None:
     config = SimConfig(nodes=7, seed=42, rounds=77, byzantine=2, behaviour="double-vote",
-                       crash=1, partition=True, loss_percent=15, max_delay_ms=90)
+                       crash=1, partition=True, loss_percent=15, max_delay_ms=90,
+                       fault_delay_ms=700)
     argv = config.reproduce_command().split()[1:]
     assert config_from_args(build_parser().parse_args(argv)) == config
 

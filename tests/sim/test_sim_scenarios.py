@@ -70,7 +70,7 @@ def test_equivocating_leader_is_excluded_from_leadership() -> None:
     sim = Simulation(config, plan=plan(byzantine=(2,), fault_end_round=200))
     result = sim.run()
     assert result.ok, explain(result)
-    assert result.faults["forged"] > 0
+    assert result.faults["forged"] > 0 and result.faults["rejected"] == 0
     assert 2 in sim.evidence_rounds, "equivocation evidence never got committed"
     excluded_from = sim.evidence_rounds[2] + LEADER_HISTORY_LAG_ROUNDS + 3
     assert excluded_from < result.rounds - 20, "too few rounds left to observe the exclusion"
@@ -123,3 +123,20 @@ def test_crashed_minority_does_not_stop_the_rest() -> None:
     down = [h for _, h, alive in trace if not alive]
     assert down and max(down) - min(down) >= 5, "no progress while a minority was down"
     assert len(sim.instances[1].chain) > max(down)
+
+
+def test_double_voter_is_proven_and_punished() -> None:
+    """Setup: 4 validators, validator 0 follows every vote with a second,
+    conflicting one for the same round. Check: its forged votes pass validation
+    (the attack is real), the next leaders detect the equivocation, the evidence
+    is committed, and it loses credit and leadership."""
+    config = SimConfig(nodes=4, seed=8, rounds=150, byzantine=1, behaviour="double-vote")
+    sim = Simulation(config, plan=plan(byzantine=(0,), fault_end_round=150))
+    result = sim.run()
+    assert result.ok, explain(result)
+    assert result.faults["forged"] > 10 and result.faults["rejected"] == 0
+    assert result.faults["equivocations_detected"] > 0
+    assert 0 in sim.evidence_rounds
+    excluded_from = sim.evidence_rounds[0] + LEADER_HISTORY_LAG_ROUNDS + 3
+    assert [r for r, leader in sim.leaders.items() if leader == 0 and r > excluded_from] == []
+    assert result.credit[0] < min(result.credit[1:])

@@ -37,5 +37,6 @@ def test_sweep_mixes_every_fault_kind() -> None:
     assert sum(c.partition for c in configs) >= 40
     assert sum(c.crash > 0 for c in configs) >= 60
     assert sum(c.loss_percent > 0 for c in configs) >= 40
+    assert sum(c.fault_delay_ms > 0 for c in configs) >= 40
     modes = {crash.mode for c in configs for crash in make_plan(c).crashes}
     assert modes == {"restart", "between-persist-and-send", "wipe"}
