@@ -269,11 +269,11 @@ def _address(value: str, *, what: str = "address") -> str:
     return value
 
 
-def _raw_from_json_item(item: Any) -> bytes:
+def _raw_from_json_item(item: Any, *, where: str = "") -> bytes:
     try:
         return txs.signed_raw_from_json(item)
     except tx_errors.TxError as exc:
-        raise ApiError(exc.code, exc.message) from None
+        raise ApiError(exc.code, where + exc.message) from None
 
 
 # --- event fan-out ----------------------------------------------------------------------
@@ -421,7 +421,7 @@ class _Api:
                 raise ApiError(tx_errors.MALFORMED, '"transactions" must be the only field, a list')
             if len(items) > self.max_batch_txs:
                 raise ApiError("batch_too_large", f"at most {self.max_batch_txs} transactions per request")
-            return [_raw_from_json_item(item) for item in items], True
+            return [_raw_from_json_item(item, where=f"transactions[{i}]: ") for i, item in enumerate(items)], True
         return [_raw_from_json_item(obj)], False
 
     @staticmethod
@@ -437,9 +437,8 @@ class _Api:
             items.append(item)
         body = {"accepted": accepted, "rejected": len(results) - accepted, "results": items}
         if accepted == 0:
-            first = next(r for r in results if r.code is not None)
-            assert first.code is not None
-            code = first.code if first.code != Overloaded.code else tx_errors.MALFORMED
+            # The status of the first rejection that is not back-pressure (some were, not all).
+            code = next(r.code for r in results if r.code is not None and r.code != Overloaded.code)
             return _error_response(
                 "rejected", "every transaction was rejected", STATUS_BY_CODE.get(code, 422),
                 accepted=0, rejected=len(results), results=items,
