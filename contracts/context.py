@@ -11,7 +11,7 @@ from contracts.state import Location, State
 class BlockContext:
     """The block being executed: its time and height, and the leaves it has emitted."""
 
-    __slots__ = ("height", "leaves", "records", "state", "timestamp_ms", "tx_index")
+    __slots__ = ("height", "leaves", "state", "timestamp_ms", "tx_index")
 
     def __init__(self, state: State, *, height: int, timestamp_ms: int) -> None:
         self.state = state
@@ -19,14 +19,12 @@ class BlockContext:
         self.timestamp_ms = timestamp_ms
         self.leaves: list[bytes] = []
         """Canonical bytes of each record, in leaf order."""
-        self.records: list[Any] = []
         self.tx_index = -1
         """Index of the transaction being applied (-1 during system steps)."""
 
     def emit(self, record: Any) -> Location:
         """Append ``record`` as the next leaf and return where it will be proven."""
         self.leaves.append(codec.encode(record))
-        self.records.append(record)
         return Location(self.height, len(self.leaves) - 1)
 
     def mark(self) -> int:
@@ -34,4 +32,3 @@ class BlockContext:
 
     def truncate(self, mark: int) -> None:
         del self.leaves[mark:]
-        del self.records[mark:]
