@@ -278,6 +278,8 @@ def clear_slot(ctx: BlockContext, slot: int) -> None:
 
 
 def slot_status(state: State, slot: int) -> str:
+    """open | cleared | settled for any slot: from its record, or from the block time when it
+    has none (never had orders, or pruned after settlement)."""
     record = state.slots.get(slot_key(slot))
     if record is not None:
         return record.status

@@ -392,8 +392,3 @@ def decode_state(data: bytes) -> State:
         state.table(name).update(getattr(snap, name))
     state._reindex()
     return state
-
-
-def state_digest(state: State) -> bytes:
-    """The current state root (after the last sealed block)."""
-    return state.root

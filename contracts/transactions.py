@@ -239,10 +239,6 @@ def notary_statement_bytes(*, chain_id: str, doc_hash: bytes, parties: tuple[str
     return codec.encode(NotaryStatement(chain_id=chain_id, doc_hash=doc_hash, parties=parties))
 
 
-def encode_tx(tx: Tx) -> bytes:
-    return codec.encode(tx)
-
-
 def sign_tx(tx: Tx, signer: crypto.Signer) -> bytes:
     """Raw signed bytes of ``tx`` signed by ``signer``."""
     tx_bytes = codec.encode(tx)

@@ -124,3 +124,16 @@ def test_settled_slots_beyond_the_history_are_pruned() -> None:
     assert restored.orders_by_slot == state.orders_by_slot
     assert restored.accounts_by_slot == state.accounts_by_slot
     assert restored.open_orders_by_owner == state.open_orders_by_owner
+
+
+def test_slot_status_of_slots_with_and_without_records() -> None:
+    from contracts.market import slot_status
+
+    chain = Chain()
+    chain.ok(chain.tx("con", PlaceOrder(slot=2, side="buy", price_u_per_wh=30, quantity_wh=10)))
+    assert (slot_status(chain.state, 1), slot_status(chain.state, 2)) == ("open", "open")
+    chain.ok(at_ms=2_500)  # slot 1: gate passed, in its metering window; slot 2 cleared
+    assert (slot_status(chain.state, 1), slot_status(chain.state, 2)) == ("cleared", "cleared")
+    chain.ok(at_ms=4_000)
+    assert (slot_status(chain.state, 1), slot_status(chain.state, 2)) == ("settled", "settled")
+    assert slot_status(chain.state, 9) == "open"
