@@ -52,132 +52,35 @@ from consensus.actions import (
     ScheduleTick,
     Send,
 )
-from consensus.committee import Committee
 from consensus.config import ConsensusParams
-from consensus.core import Core, RestorePoint, make_genesis_block
+from consensus.core import Core, make_genesis_block
 from consensus.crypto import Signer
 from consensus.events import BlocksFetched, Event, MessageReceived, PayloadReady, Tick
 from consensus.types import (
     Block,
     BlockRequest,
     BlockResponse,
-    Digest,
     Message,
     NodeId,
     ProposalMsg,
-    SafetyData,
     block_id,
 )
 from consensus.validation import check_message
 from node.sim.byzantine import Byzantine
-from node.sim.checker import Checker, Violation
+from node.sim.checker import Checker
 from node.sim.config import SimConfig
+from node.sim.instance import CHAIN_ID, EPOCH, Instance, state_root, validator_seed
 from node.sim.network import NetworkModel
+from node.sim.result import SimResult
 from node.sim.schedule import CrashPlan, FaultPlan, PartitionPlan, make_plan
 
-CHAIN_ID = "gridchain-sim"
-EPOCH = 1
 START_MS = 1_000
 """Virtual time of the first tick (genesis is at 0)."""
 MAX_CLOCK_OFFSET_MS = 40
 """Each validator's clock runs ahead of virtual time by a fixed 0..this ms."""
-MAX_BLOCKS_KEPT = 200_000
-"""Hard bound of a block store (a run never gets near it)."""
 
 # Heap event kinds.
 _DELIVER, _TICK, _PAYLOAD, _RESTART, _HEAL_PARTITION = range(5)
-
-
-def validator_seed(index: int) -> bytes:
-    """Deterministic 32-byte key seed of validator ``index`` (simulation keys only)."""
-    return hashlib.sha256(f"gridchain-sim-validator-{index}".encode()).digest()
-
-
-def state_root(chain: list[Digest]) -> Digest:
-    """The simulated 'executed state' after the committed prefix ``chain``."""
-    return codec.digest(b"sim-state:" + (chain[-1] if chain else b"genesis"))
-
-
-class Instance:
-    """One running copy of a validator: its core, disk, memory and network identity."""
-
-    def __init__(
-        self, *, id: int, index: NodeId, signer: Signer, public_keys: tuple[bytes, ...],
-        honest: bool, seed: int,
-    ) -> None:
-        self.id = id
-        # Each node its own committee: it holds the node's verified-certificate cache.
-        self.committee = Committee(CHAIN_ID, EPOCH, public_keys)
-        self.index = index
-        self.signer = signer
-        self.honest = honest
-        self.core: Any = None
-        self.alive = False
-        self.incarnation = 0
-        self.byzantine: Byzantine | None = None
-        self.clock_offset_ms = 0
-        self.payload_rng = random.Random(f"{seed}:payload:{id}")
-        # Disk: survives crashes, cleared by a wipe. A fresh validator starts with
-        # empty safety data; only a wiped one starts with none (double-sign guard).
-        self.safety: SafetyData | None = SafetyData(epoch=EPOCH)
-        self.chain: list[Digest] = []
-        self.committed: dict[Digest, Block] = {}
-        self.restore: RestorePoint | None = None
-        """What the node's storage would reload: ``core.restore_point()`` as of the
-        latest PersistSafety or Commit (the driver persists both)."""
-        # Memory: lost on a crash.
-        self.pending: dict[Digest, Block] = {}
-        self.tick_times: set[int] = set()
-        self.crash_on_persist = False
-
-    def block(self, bid: Digest) -> Block | None:
-        return self.committed.get(bid) or self.pending.get(bid)
-
-    def remember(self, block: Block) -> None:
-        if len(self.pending) >= MAX_BLOCKS_KEPT:
-            self.pending.clear()
-        self.pending.setdefault(block_id(block.header), block)
-
-
-class SimResult(msgspec.Struct, kw_only=True):
-    """Outcome and metrics of one run (the ``--json`` object of ``gridchain sim``)."""
-
-    seed: int
-    nodes: int
-    violations: list[Violation]
-    """Empty when every invariant held."""
-    committed_height: int
-    """Highest height committed by an honest validator."""
-    min_committed_height: int
-    """Lowest final height among honest validators."""
-    rounds: int
-    """Highest round an honest validator reached."""
-    timeouts: int
-    """Rounds that ended in a timeout (some honest validator entered the next via a TC)."""
-    leader_share: list[float]
-    """Per validator: share of the rounds it led."""
-    credit: list[int]
-    """Per validator: credit as computed by the most advanced honest validator."""
-    messages: int
-    """Messages handed to the network (one per destination)."""
-    messages_per_block: float
-    """messages / committed_height."""
-    messages_per_block_per_node: float
-    """messages_per_block / nodes."""
-    virtual_time_ms: int
-    steps: int
-    faults: dict[str, int]
-    """Counts: byzantine, crashes, restarts, crash_between_persist_and_send,
-    wiped_restarts, partitions, lost, duplicated, rejected, forged, withheld,
-    equivocations_detected."""
-    liveness_ok: bool
-    """Every honest validator committed again after the faults healed."""
-    reproduce: str
-    """The command that replays this run."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
 
 
 class Simulation:
@@ -287,6 +190,7 @@ class Simulation:
 
     def _crash(self, inst: Instance) -> None:
         inst.alive = False
+        inst.sign_refusals += inst.running().stats.sign_refusals
         inst.core = None
         inst.incarnation += 1
         inst.pending.clear()
@@ -309,7 +213,7 @@ class Simulation:
     # -- the core boundary -------------------------------------------------------
     def _handle(self, inst: Instance, event: Event) -> None:
         try:
-            actions = inst.core.handle(event)
+            actions = inst.running().handle(event)
         except Exception as exc:  # a core must never raise on any input
             self.checker.violation(
                 "core_exception",
@@ -319,8 +223,9 @@ class Simulation:
             return
         if inst.index in self.byzantine and inst.byzantine is not None:
             actions = inst.byzantine.rewrite(actions)
-        if inst.honest and inst.core.round > self.max_round:
-            self.max_round = inst.core.round
+        round = inst.running().round
+        if inst.honest and round > self.max_round:
+            self.max_round = round
             self.round_history.append((self.now_ms, self.max_round))
         self._execute(inst, actions)
 
@@ -377,7 +282,7 @@ class Simulation:
         one action list; if the node dies between them, the restore point on disk
         must still name the last block it stored (else it restarts past blocks it
         never executed). Then only the certificates are refreshed."""
-        point = inst.core.restore_point()
+        point = inst.running().restore_point()
         height = point.block.height
         if height == len(inst.chain) and (height == 0 or inst.chain[-1] == block_id(point.block.header)):
             inst.restore = point
@@ -588,6 +493,9 @@ class Simulation:
         heights = [len(i.chain) for i in honest] or [0]
         top = max(honest, key=lambda i: len(i.chain), default=None)
         credit = list(top.core.credit.credits) if top is not None and top.core else []
+        refusals = sum(
+            i.sign_refusals + (i.core.stats.sign_refusals if i.core else 0) for i in honest
+        )
         led = [0] * n
         for leader in self.leaders.values():
             if 0 <= leader < n:
@@ -600,7 +508,7 @@ class Simulation:
         faults = dict(self.counts)
         faults.update(
             lost=self.network.lost, duplicated=self.network.duplicated,
-            forged=forged, withheld=withheld,
+            forged=forged, withheld=withheld, sign_refusals=refusals,
         )
         return SimResult(
             seed=self.config.seed,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.sim.runner import SimResult
+from node.sim.result import SimResult
 
 
 def explain(result: SimResult) -> str:

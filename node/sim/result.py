@@ -1,0 +1,50 @@
+"""The outcome of one simulated run: violations and metrics (``gridchain sim --json``)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from node.sim.checker import Violation
+
+
+class SimResult(msgspec.Struct, kw_only=True):
+    """Outcome and metrics of one run (the ``--json`` object of ``gridchain sim``)."""
+
+    seed: int
+    nodes: int
+    violations: list[Violation]
+    """Empty when every invariant held."""
+    committed_height: int
+    """Highest height committed by an honest validator."""
+    min_committed_height: int
+    """Lowest final height among honest validators."""
+    rounds: int
+    """Highest round an honest validator reached."""
+    timeouts: int
+    """Rounds that ended in a timeout (some honest validator entered the next via a TC)."""
+    leader_share: list[float]
+    """Per validator: share of the rounds it led."""
+    credit: list[int]
+    """Per validator: credit as computed by the most advanced honest validator."""
+    messages: int
+    """Messages handed to the network (one per destination)."""
+    messages_per_block: float
+    """messages / committed_height."""
+    messages_per_block_per_node: float
+    """messages_per_block / nodes."""
+    virtual_time_ms: int
+    steps: int
+    faults: dict[str, int]
+    """Counts: byzantine, crashes, restarts, crash_between_persist_and_send,
+    wiped_restarts, partitions, lost, duplicated, rejected (messages that failed
+    validation), forged (conflicting messages Byzantine validators signed), withheld
+    (proposals a silent leader kept), equivocations_detected, sign_refusals (honest
+    signatures refused, e.g. by the double-sign guard)."""
+    liveness_ok: bool
+    """Every honest validator committed again after the faults healed."""
+    reproduce: str
+    """The command that replays this run."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
