@@ -180,8 +180,8 @@ class _Demo:
                 continue
             contracted = net[who.address]
             if contracted > 0:
-                # The generator delivers 5 % short so the imbalance price shows in settlement.
-                export = contracted - contracted // 20 if who.address == generator else contracted
+                # The generator delivers 2 % short so the imbalance price shows in settlement.
+                export = contracted - contracted // 50 if who.address == generator else contracted
                 body = txs.SubmitReading(slot=slot, import_wh=0, export_wh=export)
             else:
                 body = txs.SubmitReading(slot=slot, import_wh=-contracted, export_wh=0)
@@ -215,12 +215,11 @@ class _Demo:
             status = await self.clients[0].status()
             market = status["market"]
             self._t0, self._slot_ms = market["genesis_time_ms"], market["slot_ms"]
-            for p in self.people:
-                self.result.balances_before[p.name] = _total_u(await self.clients[0].account(p.address))
             progress.advance(task)
             progress.update(task, description="registering and funding a newcomer")
             await self.onboard()
-            self.result.balances_before[self.people[-1].name] = 0
+            for p in self.people:
+                self.result.balances_before[p.name] = _total_u(await self.clients[0].account(p.address))
             progress.advance(task)
             first = resolve_slot("next", market)
             slots = list(range(first, first + self.slots))
@@ -256,7 +255,7 @@ class _Demo:
             table.add_row(str(s["slot"]), s["status"], str(s["price_u_per_wh"]), f"{s['volume_wh']:,}",
                           str(len(s["trades"])))
         self.console.print(table)
-        people = Table(title="Participants: change of total holdings (µ)")
+        people = Table(title="Participants: result of the trading day (µ)")
         people.add_column("account")
         people.add_column("change µ", justify="right")
         for name, before in self.result.balances_before.items():

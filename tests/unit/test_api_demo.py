@@ -33,7 +33,7 @@ def test_demo_trading_day_clears_settles_and_verifies_proofs(tmp_path: Path) -> 
     slot = result.slots[0]
     assert slot["volume_wh"] > 0 and slot["price_u_per_wh"] is not None
     assert result.proofs_ok
-    # The generator delivered 5 % short: it paid an imbalance charge to the grid operator.
+    # The generator delivered 2 % short: it paid an imbalance charge to the grid operator.
     lines = [line for line in backend.state.settlements.values() if line.account == addr("gen")]
     assert lines and lines[0].delta_wh < 0 and lines[0].imbalance_u < 0
     assert result.balances_after["grid"] > result.balances_before["grid"]
