@@ -141,4 +141,4 @@ def test_accepted_transactions_survive_kill_9_of_the_accepting_node(net: LocalNe
     net.kill(victim)  # SIGKILL right after the 202s
     net.start(victim)  # the partition switch is not persistent: it rejoins
     net.wait_ready([victim])
-    wait_until("every accepted transaction to commit everywhere", lambda: all_committed(net, hashes, others + [victim]))
+    wait_until("every accepted transaction to commit everywhere", lambda: all_committed(net, hashes, [*others, victim]))
