@@ -99,21 +99,40 @@ def order(state: st.State, order_id: str) -> dict[str, Any] | None:
     return None if rec is None else _j(rec)
 
 
+def _slot_trades(state: st.State, slot_no: int) -> list[st.Trade]:
+    """Trades of one slot in walk order (contracts name them ``"<slot>-<k>"``, k < trade_count)."""
+    record = state.slots.get(st.slot_key(slot_no))
+    if record is None:
+        return []
+    found = [state.trades.get(f"{slot_no}-{k}") for k in range(record.trade_count)]
+    return [t for t in found if t is not None]
+
+
 def trades(state: st.State, *, account: str | None, slot: int | None, limit: int) -> list[dict[str, Any]]:
-    """Trades filtered by account and/or slot, in (slot, walk) order, at most ``limit``."""
-    if account is not None and slot is not None:
-        pos = state.positions.get(st.pair_key(slot, account))
-        ids: list[str] = list(pos.trade_ids) if pos is not None else []
-        found = [state.trades[i] for i in ids if i in state.trades]
-    elif account is not None:
-        found = []
-        for key, pos in state.positions.items():
-            if key.endswith(account):
-                found.extend(state.trades[i] for i in pos.trade_ids if i in state.trades)
+    """Trades filtered by account and/or slot, oldest first, at most ``limit``.
+
+    Cost is bounded by the number of slots that had orders (never a scan of all
+    trades or positions): per slot, one position lookup or the slot's own trades.
+    Without filters the most recent slots are returned.
+    """
+    if slot is not None:
+        slots = [slot]
     else:
-        found = [t for t in state.trades.values() if slot is None or t.slot == slot]
-    found.sort(key=lambda t: (t.slot, t.location.height, t.location.index))
-    return [_j(t) for t in found[:limit]]
+        slots = sorted((rec.slot for rec in state.slots.values() if rec.trade_count), reverse=True)
+    found: list[st.Trade] = []
+    for slot_no in slots:
+        if account is None:
+            batch = _slot_trades(state, slot_no)
+        else:
+            pos = state.positions.get(st.pair_key(slot_no, account))
+            ids = pos.trade_ids if pos is not None else ()
+            batch = [t for t in (state.trades.get(i) for i in ids) if t is not None]
+        found.extend(reversed(batch))
+        if len(found) >= limit:
+            break
+    found = found[:limit]
+    found.reverse()
+    return [_j(t) for t in found]
 
 
 def validators(state: st.State, genesis: Any) -> list[dict[str, Any]]:

@@ -235,3 +235,22 @@ async def test_closed_event_connection_unsubscribes(env: Any) -> None:
             break
         await asyncio.sleep(0.01)
     assert len(hub) == 0, "a closed connection must not keep its subscription"
+
+
+async def test_trades_limit_returns_the_most_recent_oldest_first(env: Any) -> None:
+    backend, client = env
+    nonce = 0
+    for slot in (2, 3):
+        for qty in (10, 20):
+            nonce += 1
+            await submit(client, signed("gen", txs.PlaceOrder(slot=slot, side="sell", price_u_per_wh=5,
+                                                              quantity_wh=qty), nonce=nonce))
+            await submit(client, signed("cons", txs.PlaceOrder(slot=slot, side="buy", price_u_per_wh=9,
+                                                               quantity_wh=qty), nonce=nonce))
+    backend.commit_block(timestamp_ms=T0_MS + 1_000)
+    backend.commit_block(timestamp_ms=T0_MS + 3 * SLOT_MS)
+    every = (await get(client, "/v1/trades"))["trades"]
+    assert [(t["slot"], t["quantity_wh"]) for t in every] == [(2, 10), (2, 20), (3, 10), (3, 20)]
+    last = (await get(client, f"/v1/trades?account={addr('gen')}&limit=3"))["trades"]
+    assert last == every[1:]
+    assert (await get(client, "/v1/trades?slot=3&limit=1"))["trades"] == every[3:]
