@@ -325,7 +325,8 @@ class EventHub:
         if not self._subs:
             return
         try:
-            events = views.block_events(committed, self._state())
+            topics = frozenset().union(*(sub.topics for sub in self._subs))
+            events = views.block_events(committed, self._state(), topics)
         except Exception:
             log.exception("cannot build events for height %d", committed.block.height)
             return

@@ -212,28 +212,47 @@ def block_json(committed: Any, *, full_txs: bool) -> dict[str, Any]:
 # --- events -----------------------------------------------------------------------------------
 
 
-def block_events(committed: Any, state: st.State | None = None) -> list[Event]:
-    """Events of one executed block, from its records: the block, each tx receipt,
-    each trade, each dispatch issued or resolved (``state`` resolves a dispatch's account)."""
+def block_events(committed: Any, state: st.State | None = None,
+                 topics: frozenset[str] = frozenset(TOPICS)) -> list[Event]:
+    """Events of one executed block for ``topics``: the block, each transaction
+    (involving its sender and the account it names: recipient, approved or
+    instructed account), each trade, each dispatch issued or resolved (``state``
+    resolves a resolved dispatch's account). Only what some subscriber wants is built."""
     block = committed.block
     height = block.height
-    events = [Event("blocks", None, {
-        "type": "block", "height": height, "block_id": committed.block_id.hex(),
-        "round": block.round, "timestamp_ms": block.header.timestamp_ms,
-        "tx_count": len(block.payload), "state_root": committed.state_root.hex(),
-    })]
-    for receipt in committed.receipts:
-        events.append(Event("txs", frozenset((receipt.sender,)), {
-            "type": "tx", "height": height, "tx_hash": receipt.tx_hash.hex(), "index": receipt.index,
-            "kind": receipt.kind, "sender": receipt.sender,
-            "status": "committed" if receipt.ok else "failed", "code": receipt.code,
+    events = []
+    if "blocks" in topics:
+        events.append(Event("blocks", None, {
+            "type": "block", "height": height, "block_id": committed.block_id.hex(),
+            "round": block.round, "timestamp_ms": block.header.timestamp_ms,
+            "tx_count": len(block.payload), "state_root": committed.state_root.hex(),
         }))
-    if any(_MAY_HAVE_EVENTS.search(leaf) for leaf in committed.leaves):
+    if "txs" in topics:
+        for receipt in committed.receipts:
+            involved = {receipt.sender}
+            if 0 <= receipt.index < len(block.payload):
+                involved.update(_named_accounts(block.payload[receipt.index]))
+            events.append(Event("txs", frozenset(involved), {
+                "type": "tx", "height": height, "tx_hash": receipt.tx_hash.hex(), "index": receipt.index,
+                "kind": receipt.kind, "sender": receipt.sender,
+                "status": "committed" if receipt.ok else "failed", "code": receipt.code,
+            }))
+    if topics & {"trades", "dispatch"} and any(_MAY_HAVE_EVENTS.search(leaf) for leaf in committed.leaves):
         for leaf in committed.leaves:
             event = _record_event(leaf, height, state)
-            if event is not None:
+            if event is not None and event.topic in topics:
                 events.append(event)
     return events
+
+
+def _named_accounts(raw: bytes) -> tuple[str, ...]:
+    """Accounts a transaction names besides its sender (transfer/mint recipient, managed account)."""
+    try:
+        body = txs.decode_signed_tx(raw).tx.body
+    except Exception:
+        return ()
+    named = getattr(body, "to", None) or getattr(body, "account", None)
+    return (named,) if isinstance(named, str) else ()
 
 
 _MAY_HAVE_EVENTS = re.compile(b"trade|dispatch")

@@ -254,3 +254,14 @@ async def test_trades_limit_returns_the_most_recent_oldest_first(env: Any) -> No
     last = (await get(client, f"/v1/trades?account={addr('gen')}&limit=3"))["trades"]
     assert last == every[1:]
     assert (await get(client, "/v1/trades?slot=3&limit=1"))["trades"] == every[3:]
+
+
+async def test_account_stream_includes_transactions_naming_the_account(env: Any) -> None:
+    backend, client = env
+    async with client.ws_connect(f"/v1/events?topics=txs&account={addr('gen')}") as ws:
+        await submit(client, signed("cons", txs.Transfer(to=addr("gen"), amount_u=3), nonce=1))
+        await submit(client, signed("cons", txs.Transfer(to=addr("pros"), amount_u=3), nonce=2))
+        await submit(client, signed("grid", txs.Mint(to=addr("gen"), amount_u=3), nonce=1))
+        backend.commit_block(timestamp_ms=T0_MS + 1)
+        got = [orjson.loads((await ws.receive(timeout=5)).data) for _ in range(2)]
+    assert [(e["kind"], e["sender"]) for e in got] == [("transfer", addr("cons")), ("mint", addr("grid"))]
