@@ -57,6 +57,9 @@ DEFAULT_EVENT_QUEUE = 1_024
 """Per-subscriber event queue bound; a subscriber that falls this far behind is dropped."""
 DEFAULT_MAX_SUBSCRIBERS = 256
 """Most concurrent /v1/events WebSocket subscribers."""
+OFFLOAD_ITEMS = 200
+"""Requests that decode or render more than this many transactions do it in a worker
+thread, so the event loop keeps serving consensus and other clients meanwhile."""
 RETRY_AFTER_S = 1
 """Retry-After sent with 503 mempool_full."""
 MSGPACK_CONTENT_TYPE = "application/msgpack"
@@ -390,7 +393,10 @@ class _Api:
 
     async def submit(self, request: web.Request) -> web.Response:
         body = await _read_body(request)
-        raws, batch = self._parse_submission(request.content_type, body)
+        if len(body) > OFFLOAD_ITEMS * 512 and request.content_type != MSGPACK_CONTENT_TYPE:
+            raws, batch = await asyncio.to_thread(self._parse_submission, request.content_type, body)
+        else:
+            raws, batch = self._parse_submission(request.content_type, body)
         if not raws:
             raise ApiError("bad_request", "no transactions in the request")
         if len(raws) > self.max_batch_txs:
@@ -462,6 +468,8 @@ class _Api:
         if committed is None:
             raise ApiError("not_found", f"no committed block at height {which}")
         full = request.query.get("txs") == "full"
+        if full and len(committed.block.payload) > OFFLOAD_ITEMS:
+            return _json(await asyncio.to_thread(views.block_json, committed, full_txs=True))
         return _json(views.block_json(committed, full_txs=full))
 
     # contracts queries

@@ -245,3 +245,17 @@ async def test_unknown_and_bad_transaction_hashes(env: Any) -> None:
 
 def test_signers_are_distinct() -> None:
     assert len({s.public_key for s in SIGNERS.values()}) == len(SIGNERS)
+
+
+async def test_large_json_batch_and_full_block_render_off_the_loop() -> None:
+    backend = MemoryBackend(capacity=1_000)
+    raws = [transfer(n) for n in range(1, 301)]
+    body = orjson.dumps({"transactions": [{"raw": r.hex()} for r in raws]})
+    assert len(body) > 200 * 512, "large enough to take the worker-thread path"
+    async with TestClient(TestServer(create_api_app(backend), host="127.0.0.1")) as client:
+        resp = await client.post("/v1/transactions", data=body, headers={"Content-Type": "application/json"})
+        assert resp.status == 202 and (await resp.json())["accepted"] == 300
+        backend.commit_block()
+        block = await (await client.get("/v1/blocks/1?txs=full")).json()
+    assert block["tx_count"] == 300
+    assert [t["hash"] for t in block["txs"]] == [codec.digest(r).hex() for r in raws]
