@@ -62,6 +62,7 @@ from consensus.types import (
     ProposalMsg,
     QuorumCert,
     SafetyData,
+    TimeoutCert,
     block_id,
 )
 from consensus.validation import InvalidMessage, check_qc
@@ -97,6 +98,13 @@ LEADER_SHARE_ROUNDS = 200
 """Window of rounds over which ``gridchain_validator_leader_share`` is computed."""
 CREDIT_HISTORY = 64
 """Credit snapshots of the latest committed blocks kept for a restart's leader election."""
+
+
+class Tip(msgspec.Struct, frozen=True):
+    """The certified tip stored with the safety data (see ``node.storage``)."""
+
+    high_qc: QuorumCert
+    high_tc: TimeoutCert | None = None
 
 
 class StoredReceipts(msgspec.Struct, frozen=True):
@@ -206,6 +214,7 @@ class Driver:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._waiting_round: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self._sync_waiter: asyncio.Future[SyncResponse] | None = None
         self._last_commit_t: float | None = None
         self._last_leader: int | None = None
@@ -253,11 +262,18 @@ class Driver:
     def _make_core(self, safety: SafetyData | None) -> Any:
         assert self.exec is not None
         restore = None
-        if self.exec.height > 0:
-            commit_qc = self.storage.load_commit_qc()
+        pending = tuple(self.storage.load_pending_blocks(self.exec.height))
+        tip_bytes = self.storage.load_meta("tip")
+        tip = codec.decode(tip_bytes, Tip) if tip_bytes is not None else None
+        if self.exec.height > 0 or pending or tip is not None:
+            commit_qc = self.storage.load_commit_qc() if self.exec.height > 0 else core_mod.genesis_qc(
+                self.genesis_block)
             assert commit_qc is not None, "a stored block without its commit QC"
             restore = core_mod.RestorePoint(
                 block=self.exec.last_block, commit_qc=commit_qc, history=tuple(self.exec.history),
+                pending=pending,
+                high_qc=tip.high_qc if tip is not None and tip.high_qc.round > commit_qc.round else None,
+                high_tc=tip.high_tc if tip is not None else None,
             )
         return core_mod.Core(
             committee=self.committee, params=self.params, me=self.me, signer=self.signer,
@@ -308,7 +324,14 @@ class Driver:
             self.metrics.dropped.labels(reason="event_queue_full").inc()
 
     def _remember_block(self, block: Block) -> None:
-        self.recent_blocks[block_id(block.header)] = block
+        bid = block_id(block.header)
+        if bid in self.recent_blocks:
+            return
+        self.recent_blocks[bid] = block
+        if self.exec is not None and block.height > self.exec.height:
+            task = asyncio.get_running_loop().create_task(self.storage.save_pending_block(block, bid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         while len(self.recent_blocks) > RECENT_BLOCKS:
             self.recent_blocks.popitem(last=False)
 
@@ -382,7 +405,8 @@ class Driver:
     async def _carry_out(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, act.PersistSafety):
-                await self.storage.save_safety(action.data)
+                tip = codec.encode(Tip(high_qc=self.core.high_qc, high_tc=self.core.high_tc))
+                await self.storage.save_safety(action.data, tip=tip)
                 self.metrics.last_voted_round.set(action.data.last_voted_round)
             elif isinstance(action, act.Send):
                 if action.to == self.me:

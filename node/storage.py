@@ -13,6 +13,10 @@ Everything a node must not forget lives in ``<data_dir>/chain.sqlite``:
 * ``snapshots`` — the encoded contracts state every K blocks (the latest two
                   are kept); a restart loads the newest and replays the blocks
                   after it;
+* ``pending_blocks`` — proposals seen above the committed height, and ``meta.tip``
+                  (high QC and TC, written with the safety data): together the
+                  certified tip, so a whole network restarting at once resumes
+                  above the rounds it already voted in;
 * ``commit_qcs`` — for the last block of every commit, the QC that committed
                   it (a certified child one round later): peers that catch up
                   verify a run of committed blocks against it;
@@ -69,6 +73,9 @@ CREATE TABLE IF NOT EXISTS receipts (height INTEGER PRIMARY KEY, data BLOB NOT N
 CREATE TABLE IF NOT EXISTS snapshots (
     height INTEGER PRIMARY KEY, state BLOB NOT NULL, state_root BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_blocks (
+    block_id BLOB PRIMARY KEY, height INTEGER NOT NULL, data BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commit_qcs (height INTEGER PRIMARY KEY, qc BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     hash BLOB PRIMARY KEY, raw BLOB NOT NULL, seq INTEGER NOT NULL
@@ -213,14 +220,27 @@ class Storage:
         self._rconn.close()
 
     # ------------------------------------------------------------------ safety
-    async def save_safety(self, data: SafetyData) -> None:
-        """Durably store the safety data (fsync) before returning."""
-        blob = codec.encode(data)
-        await self._write(
-            self._tx,
-            [("INSERT OR REPLACE INTO meta(key, value) VALUES ('safety', ?)", (blob,))],
-            True,
-        )
+    async def save_safety(self, data: SafetyData, *, tip: bytes | None = None) -> None:
+        """Durably store the safety data (and the encoded certified tip) — fsync — before returning."""
+        statements: list[tuple[str, Any]] = [
+            ("INSERT OR REPLACE INTO meta(key, value) VALUES ('safety', ?)", (codec.encode(data),))
+        ]
+        if tip is not None:
+            statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES ('tip', ?)", (tip,)))
+        await self._write(self._tx, statements, True)
+
+    async def save_pending_block(self, block: Block, block_id: bytes) -> None:
+        """Remember an uncommitted proposal (encoded in the writer thread)."""
+
+        def write() -> None:
+            self._tx([("INSERT OR IGNORE INTO pending_blocks VALUES (?, ?, ?)",
+                       (block_id, block.height, codec.encode(block)))])
+
+        await self._write(write)
+
+    def load_pending_blocks(self, above_height: int) -> list[Block]:
+        rows = self._read_all("SELECT data FROM pending_blocks WHERE height > ? ORDER BY height", (above_height,))
+        return [codec.decode(row[0], Block) for row in rows]
 
     def load_safety(self) -> SafetyData | None:
         blob = self._read_one("SELECT value FROM meta WHERE key = 'safety'", ())
@@ -284,6 +304,8 @@ class Storage:
             ("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)", tx_rows),
             ("DELETE FROM journal WHERE hash = ?", journal_rows),
         ]
+        if records:
+            statements.append(("DELETE FROM pending_blocks WHERE height <= ?", (records[-1].block.height,)))
         if commit_qc is not None and records:
             qc_bytes = codec.encode(commit_qc)
             statements.append(("INSERT OR REPLACE INTO meta(key, value) VALUES ('commit_qc', ?)", (qc_bytes,)))

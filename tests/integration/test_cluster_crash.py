@@ -76,3 +76,16 @@ def test_wiped_data_dir_rebuilds_from_peers_and_signs_again(net: LocalNet) -> No
     # The double-sign guard lets it vote again only above every round it may have signed in.
     wait_until("the rebuilt node to vote again",
                lambda: (net.status(victim) or {}).get("last_voted_round", 0) > voted_before, timeout_s=60)
+
+
+def test_whole_network_kill_9_and_restart_resumes(net: LocalNet) -> None:
+    """All four killed at once: restarted from their stores (safety data, certified tip,
+    committed blocks) they resume committing above their old height."""
+    before = max(net.height(i) for i in range(4))
+    for i in range(4):
+        net.kill(i)
+    net.start_all()
+    net.wait_ready(timeout_s=60)
+    wait_until("the restarted network to commit again",
+               lambda: min(net.height(i) for i in range(4)) >= before + 5, timeout_s=60)
+    assert_same_chain(net, list(range(4)), before + 5)
