@@ -6,7 +6,8 @@ inclusion proof and the block it belongs to. Each proof is checked against the
 block's ``receipts_root``: by default the root carried in the file, or, to
 trust nothing the serving node said, against roots from block headers you
 fetched yourself (``--header FILE``, repeatable: the JSON of
-``gridchain query block H`` from any node(s)). With ``--receipts-root HEX`` a
+``gridchain query block H``). Give the same height from several nodes to
+cross-check them: headers that disagree are an error. With ``--receipts-root HEX`` a
 single-record file is checked against that root.
 
 It also checks that each displayed ``record`` is exactly the decoded leaf, so
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
                 header = _load(header_file)
                 if not isinstance(header, dict) or type(header.get("height")) is not int:
                     raise ProofFormatError(f"{header_file}: not a block (gridchain query block H)")
-                roots[header["height"]] = _hex(header.get("receipts_root"), f"{header_file}: receipts_root")
+                root = _hex(header.get("receipts_root"), f"{header_file}: receipts_root")
+                if roots.setdefault(header["height"], root) != root:
+                    raise ProofFormatError(f"headers disagree on the receipts root of height {header['height']}")
         override = _hex(args.receipts_root, "--receipts-root") if args.receipts_root else None
         results = verify_trace(doc, roots=roots, override_root=override)
     except ProofFormatError as exc:

@@ -227,6 +227,11 @@ def test_verify_proof_cli_accepts_a_trace_and_rejects_a_tampered_one(capsys: Any
     code, out, _ = run_cli(capsys, "verify-proof", str(one), "--header", str(hdr))
     assert code == 0 and out["ok"] is True
 
+    other = tmp_path / "other-header.json"
+    other.write_bytes(orjson.dumps({**header, "receipts_root": "00" * 32}))
+    code, _, err = run_cli(capsys, "verify-proof", str(one), "--header", str(hdr), "--header", str(other))
+    assert code == 2 and "disagree" in orjson.loads(err)["error"]["message"]
+
     trace["lineage"][3]["leaf"] = trace["lineage"][3]["leaf"][:-2] + "00"
     bad = tmp_path / "bad.json"
     bad.write_bytes(orjson.dumps(trace))
