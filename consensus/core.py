@@ -182,6 +182,9 @@ class Core:
         self._me = me
         self._epoch = committee.epoch
         self._block_check = block_check
+        self._leaders_exact_from: Round = 0
+        """Rounds below this have leaders this node cannot compute (restored without history):
+        any member's proposal is judged on safety alone, and votes are collected by anyone."""
         self._genesis_qc = genesis_qc(genesis_block)
         self._safety = SafetyRules(committee=committee, me=me, signer=signer, data=safety)
         if restore is None:
@@ -197,11 +200,20 @@ class Core:
                     raise ValueError("a RestorePoint needs the credit history or the credit state")
                 snapshots = (CreditSnapshot(round=restore.block.round, block_id=self._tree.root_id,
                                             credit=restore.credit),)
+                # Leaders of earlier rounds were elected from snapshots we no longer have.
+                self._leaders_exact_from = restore.block.round + params.leader_history_lag_rounds
         self._history = LeaderHistory(params=params.credit, lag_rounds=params.leader_history_lag_rounds,
                                       snapshots=snapshots)
         self._high_tc: TimeoutCert | None = None
         if restore is not None:
             self._restore_pending(restore)
+        if safety is not None:
+            # Our own certificates at the last signature: resume from the round they justify.
+            if safety.high_qc is not None and safety.high_qc.round > self._tree.high_qc.round:
+                self._tree.observe_qc(safety.high_qc)
+            if safety.high_tc is not None and (self._high_tc is None
+                                               or safety.high_tc.round > self._high_tc.round):
+                self._high_tc = safety.high_tc
         start_round = self._tree.high_qc.round + 1
         if self._high_tc is not None:
             start_round = max(start_round, self._high_tc.round + 1)
@@ -215,6 +227,10 @@ class Core:
         self._requested: OrderedDict[Digest, Round] = OrderedDict()
         self._fetch_rotation = 0
         self._stats = CoreStats()
+        self._want_tick = False
+        """A waiting proposal needs a fresh clock reading."""
+        self._scheduled_ms: int | None = None
+        """The last ScheduleTick emitted."""
         self._out: list[Action] = []
 
     def _restore_pending(self, restore: RestorePoint) -> None:
@@ -223,7 +239,6 @@ class Core:
         for qc in [b.header.parent_qc for b in restore.pending] + [restore.high_qc]:
             if qc is not None and qc.round > 0:
                 self._tree.observe_qc(qc)
-        self._tree.commit_target = None  # re-learnt from the network if still pending
         self._high_tc = restore.high_tc
 
     # --- read-only view (metrics, status, the runtime) ---------------------------------
@@ -310,6 +325,12 @@ class Core:
                 pass  # the driver awaits persistence before later actions; nothing to do
         finally:
             out, self._out = self._out, []
+        # Exactly one place asks for time: the last ScheduleTick of a list is always the
+        # one that matters (a driver may keep a single timer).
+        wakeup = self._next_wakeup_ms()
+        if wakeup is not None and (isinstance(event, Tick) or wakeup != self._scheduled_ms):
+            self._scheduled_ms = wakeup
+            out.append(ScheduleTick(at_ms=wakeup))
         return out
 
     def _on_message(self, sender: NodeId, message: object) -> None:
@@ -330,31 +351,44 @@ class Core:
 
     def _on_tick(self, now_ms: int) -> None:
         pacemaker = self._pacemaker
+        self._want_tick = False
         if not pacemaker.started:
             pacemaker.start(now_ms, self.committed_round)
             if self._announced_round < pacemaker.round:
                 self._announce(pacemaker.round, via_timeout=False)
-            self._out.append(ScheduleTick(at_ms=pacemaker.deadline_ms))
             return
         expired = pacemaker.tick(now_ms)
         if pacemaker.clock_stale:
             pacemaker.refresh(self.committed_round)
-            self._out.append(ScheduleTick(at_ms=pacemaker.deadline_ms))
             self._retry_waiting()
             return
         if not expired:
             self._retry_waiting()
             return
+        round_before = self.round
         self._local_timeout()
         self._retry_fetches()
-        pacemaker.restart_deadline(self.committed_round)
-        self._out.append(ScheduleTick(at_ms=pacemaker.deadline_ms))
+        if self.round == round_before:
+            pacemaker.restart_deadline(self.committed_round)
+        else:
+            pacemaker.refresh(self.committed_round)  # entered during this Tick: the clock is fresh
+
+    def _next_wakeup_ms(self) -> int | None:
+        """When the core next needs a Tick: now (stale clock or a proposal waiting for the
+        time), else the round deadline; None before the first Tick."""
+        pacemaker = self._pacemaker
+        if not pacemaker.started:
+            return None
+        if pacemaker.clock_stale or self._want_tick:
+            return pacemaker.now_ms
+        return pacemaker.deadline_ms
 
     def _local_timeout(self) -> None:
         round = self.round
         try:
             timeout, new_data = self._safety.sign_timeout(
-                round=round, high_qc_round=self._tree.high_qc.round, tc=self._high_tc)
+                round=round, high_qc_round=self._tree.high_qc.round, tc=self._high_tc,
+                high_qc=self._tree.high_qc)
         except SafetyError:
             self._stats.sign_refusals += 1
             return
@@ -416,17 +450,19 @@ class Core:
         for stale in [k for k, (_, m) in self._waiting.items() if m.block.round < round]:
             del self._waiting[stale]
         self._pending_payload = None
-        if self._pacemaker.started:
-            # As soon as possible: the deadline is counted from the time that Tick brings.
-            self._out.append(ScheduleTick(at_ms=self._pacemaker.now_ms))
         self._announce(round, via_timeout=via_timeout)
 
     def _announce(self, round: Round, *, via_timeout: bool) -> None:
         self._announced_round = round
         leader = self.leader(round)
         self._out.append(RoundEntered(round=round, leader=leader, via_timeout=via_timeout))
-        if leader == self._me and self._proposed_round < round:
+        if self._may_lead(round) and self._proposed_round < round:
             self._out.append(RequestPayload(round=round))
+
+    def _may_lead(self, round: Round) -> bool:
+        """We lead ``round`` — or cannot rule it out (restored without history): a proposal
+        from a validator that is not the leader is simply refused by the others."""
+        return round < self._leaders_exact_from or self.leader(round) == self._me
 
     # --- commits -------------------------------------------------------------------------
 
@@ -577,14 +613,15 @@ class Core:
         if parent is None or lagging or early:
             # Needed first: the parent, the commits that decide this round's leader, or the time.
             if early:
-                self._out.append(ScheduleTick(at_ms=self._pacemaker.now_ms))
+                self._want_tick = True
             self._waiting[bid] = (sender, msg)
             while len(self._waiting) > MAX_WAITING_PROPOSALS:
                 self._waiting.popitem(last=False)
             if parent is None:
                 self._fetch(sender, block.parent_id, self._fetch_count(header.height - 1))
             return
-        if header.author != self.leader(round) or self._check_block(block, parent) is not None:
+        wrong_leader = round >= self._leaders_exact_from and header.author != self.leader(round)
+        if wrong_leader or self._check_block(block, parent) is not None:
             self._stats.invalid_proposals += 1
             return
         self._tree.insert(block, bid)
@@ -612,7 +649,9 @@ class Core:
             return "payload too large"
         if header.tx_root != payload_root(block.payload):
             return "tx_root does not match the payload"
-        if header.failed_authors != self._expected_failed_authors(header.parent_qc.round, header.round):
+        if (header.round >= self._leaders_exact_from + MAX_FAILED_AUTHORS
+                and header.failed_authors != self._expected_failed_authors(header.parent_qc.round,
+                                                                           header.round)):
             return "failed authors differ from the elected leaders of the skipped rounds"
         oldest_allowed = header.round - params.evidence_window_rounds
         if any(e.round < oldest_allowed or e.round > header.round for e in header.evidence):
@@ -627,7 +666,8 @@ class Core:
         round = block.round
         tc = self._high_tc if self._high_tc is not None and self._high_tc.round == round - 1 else None
         try:
-            vote, new_data = self._safety.sign_vote(block, block_id=bid, tc=tc)
+            vote, new_data = self._safety.sign_vote(block, block_id=bid, tc=tc,
+                                                    high_qc=self._tree.high_qc, high_tc=self._high_tc)
         except SafetyError:
             self._stats.sign_refusals += 1
             return
@@ -644,7 +684,7 @@ class Core:
             self._out.append(Send(to=next_leader, message=msg))
 
     def _on_payload(self, event: PayloadReady) -> None:
-        if event.round != self.round or self.leader(event.round) != self._me:
+        if event.round != self.round or not self._may_lead(event.round):
             return
         if self._proposed_round >= event.round:
             return
@@ -726,7 +766,7 @@ class Core:
         round = vote.vote_data.round
         if vote.vote_data.epoch != self._epoch or round < self.round - 1:
             return
-        if self.leader(round + 1) != self._me:
+        if round + 1 >= self._leaders_exact_from and self.leader(round + 1) != self._me:
             return  # votes go to the next leader; others do not collect them
         outcome = self._aggregator.add_vote(vote)
         if outcome.evidence is not None:

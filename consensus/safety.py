@@ -32,6 +32,7 @@ from consensus.types import (
     BlockHeader,
     Digest,
     NodeId,
+    QuorumCert,
     Round,
     SafetyData,
     Timeout,
@@ -156,11 +157,13 @@ class SafetyRules:
 
     # --- votes -------------------------------------------------------------------------
 
-    def sign_vote(self, block: Block, *, block_id: Digest,
-                  tc: TimeoutCert | None) -> tuple[Vote, SafetyData | None]:
+    def sign_vote(self, block: Block, *, block_id: Digest, tc: TimeoutCert | None,
+                  high_qc: QuorumCert | None = None,
+                  high_tc: TimeoutCert | None = None) -> tuple[Vote, SafetyData | None]:
         """Vote for ``block`` (whose id is ``block_id``); ``tc`` is the TC of the round before
         it, if the node has one. Returns the vote and the safety data to persist first
-        (None when nothing changed: the stored vote of this round is returned again)."""
+        (None when nothing changed: the stored vote of this round is returned again).
+        ``high_qc``/``high_tc`` are the node's highest certificates, stored alongside."""
         header = block.header
         round = header.round
         self._check_epoch(header.epoch)
@@ -189,13 +192,15 @@ class SafetyRules:
             highest_timeout_round=self._data.highest_timeout_round,
             last_vote=vote,
             last_timeout=self._data.last_timeout,
+            high_qc=high_qc,
+            high_tc=high_tc,
         )
         return vote, self._data
 
     # --- timeouts ----------------------------------------------------------------------
 
-    def sign_timeout(self, *, round: Round, high_qc_round: Round,
-                     tc: TimeoutCert | None) -> tuple[Timeout, SafetyData | None]:
+    def sign_timeout(self, *, round: Round, high_qc_round: Round, tc: TimeoutCert | None,
+                     high_qc: QuorumCert | None = None) -> tuple[Timeout, SafetyData | None]:
         """Time out in ``round`` with our highest QC round; ``tc`` is our highest TC.
         Returns the timeout and the safety data to persist first (None when the stored
         timeout of this round is returned again)."""
@@ -226,5 +231,7 @@ class SafetyRules:
             highest_timeout_round=round,
             last_vote=self._data.last_vote,
             last_timeout=timeout,
+            high_qc=high_qc,
+            high_tc=tc,
         )
         return timeout, self._data

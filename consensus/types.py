@@ -212,3 +212,9 @@ class SafetyData(_Frozen, frozen=True):
     last_timeout: Timeout | None = None
     """The timeout of ``highest_timeout_round``; re-sent instead of signing a second,
     different timeout for one round (which would be equivocation)."""
+    high_qc: QuorumCert | None = None
+    """The node's highest QC when this was written: a restart (even of the whole
+    network at once) resumes from the round it justifies instead of stalling below
+    ``last_voted_round``."""
+    high_tc: TimeoutCert | None = None
+    """The node's highest TC when this was written (same purpose)."""

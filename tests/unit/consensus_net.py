@@ -29,7 +29,7 @@ from consensus.actions import (
 )
 from consensus.committee import Committee
 from consensus.config import ConsensusParams
-from consensus.core import Core, make_genesis_block
+from consensus.core import Core, RestorePoint, make_genesis_block
 from consensus.events import BlocksFetched, Event, MessageReceived, PayloadReady, Tick
 from consensus.types import Block, Message, SafetyData, VoteMsg, block_id
 from consensus.validation import check_message
@@ -77,18 +77,20 @@ class Net:
         for i in range(self.n):
             self._push(GENESIS_MS, i, Tick(now_ms=GENESIS_MS))
 
-    def _new_core(self, i: int, safety: SafetyData | None) -> Core:
+    def _new_core(self, i: int, safety: SafetyData | None, restore: RestorePoint | None = None) -> Core:
         return Core(committee=make_committee(self.signers), params=self.params, me=i,
-                    signer=self.signers[i], genesis_block=GENESIS, safety=safety)
+                    signer=self.signers[i], genesis_block=GENESIS, safety=safety, restore=restore)
 
     def _push(self, at_ms: int, node: int, event: Event) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at_ms, self._seq, node, event))
 
-    def restart(self, i: int, *, wipe: bool) -> None:
-        """Replace node ``i``'s core: from its persisted safety data, or wiped (None)."""
-        self.cores[i] = self._new_core(i, None if wipe else self.disk[i])
-        self.chains[i] = []  # the new core starts from genesis and commits everything again
+    def restart(self, i: int, *, wipe: bool, restore: RestorePoint | None = None) -> None:
+        """Replace node ``i``'s core: from its persisted safety data, or wiped (None);
+        ``restore`` as the runtime would reload it from storage (None: from genesis)."""
+        self.cores[i] = self._new_core(i, None if wipe else self.disk[i], restore)
+        if restore is None:
+            self.chains[i] = []  # the new core starts from genesis and commits everything again
         self._push(self.now_ms, i, Tick(now_ms=self.now_ms))
 
     def run_until(self, until_ms: int) -> None:
