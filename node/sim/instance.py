@@ -64,7 +64,8 @@ class Instance:
         # Memory: lost on a crash.
         self.pending: dict[Digest, Block] = {}
         self.tick_times: set[int] = set()
-        self.crash_on_persist = False
+        self.crash_on_persist: int | None = None
+        """Armed: die right after the next PersistSafety, restart this many ms later."""
         self.sign_refusals = 0
         """Signatures refused by earlier incarnations (the double-sign guard at work)."""
 

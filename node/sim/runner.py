@@ -195,7 +195,7 @@ class Simulation:
         inst.incarnation += 1
         inst.pending.clear()
         inst.tick_times.clear()
-        inst.crash_on_persist = False
+        inst.crash_on_persist = None
         self.counts["crashes"] += 1
 
     def _restart(self, inst: Instance, *, wipe: bool) -> None:
@@ -237,9 +237,11 @@ class Simulation:
             if isinstance(action, PersistSafety):
                 inst.safety = action.data
                 self._persist_restore(inst)
-                if inst.crash_on_persist:
+                downtime_ms = inst.crash_on_persist
+                if downtime_ms is not None:
                     self.counts["crash_between_persist_and_send"] += 1
                     self._crash(inst)
+                    self._push(self.now_ms + downtime_ms, _RESTART, inst.id, 0, False)
                     return
             elif isinstance(action, Send):
                 self._send(inst, action.to, action.message)
@@ -378,9 +380,9 @@ class Simulation:
         if not inst.alive:
             return
         if crash.mode == "between-persist-and-send":
-            inst.crash_on_persist = True
-        else:
-            self._crash(inst)
+            inst.crash_on_persist = crash.downtime_ms  # dies at its next PersistSafety
+            return
+        self._crash(inst)
         self._push(self.now_ms + crash.downtime_ms, _RESTART, inst.id, 0, crash.mode == "wipe")
 
     def _trigger_partition(self, partition: PartitionPlan) -> None:
@@ -399,7 +401,7 @@ class Simulation:
         self._crashes.clear()
         self._partitions.clear()
         for inst in self.instances:
-            inst.crash_on_persist = False
+            inst.crash_on_persist = None
         for inst in self.instances:
             if not inst.alive:
                 self._restart(inst, wipe=False)
