@@ -160,3 +160,21 @@ def test_equivocation_evidence_is_verified(captured):
 def test_garbage_bytes_do_not_decode():
     with pytest.raises(codec.CodecError):
         codec.decode(b"\x93\x01\x02garbage", Message)  # type: ignore[arg-type]
+
+
+def test_fetched_chains_must_link_and_may_end_at_genesis():
+    from consensus.types import BlockResponse, block_id
+
+    net = Net(n=4)
+    net.run_until(GENESIS_MS + 100)
+    chain = tuple(net.blocks[bid] for bid in reversed(net.chains[0][-5:]))  # newest first
+    assert len(chain) == 5
+    check_message(BlockResponse(blocks=chain), sender=1, committee=_committee())
+    first = net.blocks[net.chains[0][0]]  # height 1: its parent is genesis
+    from tests.unit.consensus_net import GENESIS
+    assert first.parent_id == block_id(GENESIS.header)
+    check_message(BlockResponse(blocks=(first, GENESIS)), sender=1, committee=_committee())
+    broken = (chain[0], *chain[2:])
+    with pytest.raises(InvalidMessage) as err:
+        check_message(BlockResponse(blocks=broken), sender=1, committee=_committee())
+    assert err.value.code == "malformed"
