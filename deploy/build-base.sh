@@ -15,7 +15,6 @@ set -euo pipefail
 
 IMAGE="${1:-${BASE_IMAGE:-gridchain-base:local}}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf '[build-base] %s\n' "$*" >&2; }
 

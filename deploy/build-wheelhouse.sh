@@ -54,7 +54,8 @@ fi
 
 if [[ "$(cat "$WHEELS/.deps-stamp" 2>/dev/null)" != "$deps_stamp" ]]; then
     log "downloading dependency wheels for cp$PY_TARGET manylinux x86_64"
-    wheel="$(ls "$WHEELS"/gridchain-*.whl | head -n1)"
+    wheels=("$WHEELS"/gridchain-*.whl)
+    wheel="${wheels[0]}"
     "$PYTHON" -m pip download --quiet --dest "$WHEELS" --only-binary=:all: \
         --implementation cp --python-version "$PY_TARGET" --abi "cp$PY_TARGET" --abi abi3 --abi none \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
@@ -65,4 +66,5 @@ if [[ "$(cat "$WHEELS/.deps-stamp" 2>/dev/null)" != "$deps_stamp" ]]; then
 else
     log "dependency wheels are current ($deps_stamp)"
 fi
-log "wheelhouse ready: $(ls "$WHEELS"/*.whl | wc -l) wheels in $WHEELS"
+all=("$WHEELS"/*.whl)
+log "wheelhouse ready: ${#all[@]} wheels in $WHEELS"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for compose-up.sh / compose-down.sh (sourced, not executed).
 # Picks `docker compose` (v2) when present, else Debian's `docker-compose` (1.29).
 

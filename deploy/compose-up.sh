@@ -43,7 +43,7 @@ pick_base() {
 base="$(pick_base)"
 bash "$ROOT/deploy/build-wheelhouse.sh"
 log "building $GRIDCHAIN_IMAGE on $base (offline: --no-index wheelhouse)"
-docker build -q -f "$ROOT/deploy/Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$GRIDCHAIN_IMAGE" "$ROOT/deploy" >/dev/null
+docker build --network none -q -f "$ROOT/deploy/Dockerfile" --build-arg "BASE_IMAGE=$base" -t "$GRIDCHAIN_IMAGE" "$ROOT/deploy" >/dev/null
 
 mkdir -p "$GRIDCHAIN_GENESIS_DIR"
 profiles=()
