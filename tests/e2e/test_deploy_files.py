@@ -157,3 +157,12 @@ def test_compose_file_is_valid_for_debian_docker_compose() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert set(proc.stdout.split()) == {"init", "generator", "grid", "retailer", "user", "prometheus", "grafana"}
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_deploy_scripts_pass_shellcheck() -> None:
+    """The build, init and compose scripts have no shellcheck findings."""
+    scripts = sorted(str(p) for p in h.DEPLOY.glob("*.sh"))
+    proc = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True, timeout=60,
+                          check=False, cwd=h.ROOT)
+    assert proc.returncode == 0, proc.stdout
