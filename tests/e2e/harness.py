@@ -131,7 +131,7 @@ def install_missing_packages() -> list[str]:
         raise E2EError(f"missing {missing} and not root: apt-get install {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-qq"], timeout_s=300, env=env)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], timeout_s=600, env=env)
+    run(["apt-get", "install", "-y", "-q", *missing], timeout_s=600, env=env)
     return missing
 
 
