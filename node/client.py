@@ -13,8 +13,10 @@ restarted client never reuses a nonce. Pass ``nonce=`` to choose one yourself.
 
 Resubmission: a 202 means the node journaled the transaction. If the node dies
 before the transaction commits and does not come back, resubmitting the same
-raw bytes to another node is safe: the hash is the same, and a second inclusion
-fails with ``stale_nonce`` instead of applying twice.
+raw bytes to any node is safe: a node that already has it (pending or
+committed) answers 202 with the same hash, and a transaction can never apply
+twice (its nonce). A *different* transaction reusing a committed nonce is
+``409 stale_nonce``.
 
 Errors: every non-2xx answer raises ``ApiClientError`` with the server's stable
 ``code``; ``mempool_full`` is retried with back-off by ``submit`` when

@@ -102,7 +102,7 @@ class MemoryBackend:
             except errors.TxError as exc:
                 out.append(SubmitResult(None, exc.code, exc.message))
                 continue
-            if stx.tx_hash in self.pool:
+            if stx.tx_hash in self.pool or stx.tx_hash in self.tx_index:  # idempotent, as the runtime
                 out.append(SubmitResult(stx.tx_hash))
                 continue
             try:

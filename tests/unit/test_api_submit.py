@@ -149,13 +149,15 @@ async def test_expired_is_400_expired(env: Any) -> None:
     await expect_rejected(env, {"raw": transfer(1, expires_at_ms=backend.now_ms).hex()}, 400, "expired")
 
 
-async def test_replayed_transaction_is_409_stale_nonce(env: Any) -> None:
+async def test_replaying_a_committed_transaction_is_idempotent_and_reusing_its_nonce_is_409(env: Any) -> None:
     backend, client = env
     raw = transfer(1)
     assert (await post_json(client, {"raw": raw.hex()}))[0] == 202
     backend.commit_block()
-    assert backend.state.accounts[addr("cons")].nonce == 1
-    await expect_rejected(env, {"raw": raw.hex()}, 409, "stale_nonce")
+    before = snapshot(backend)
+    assert await post_json(client, {"raw": raw.hex()}) == (202, {"tx_hash": codec.digest(raw).hex()})
+    assert snapshot(backend) == before, "a byte-identical replay changes nothing"
+    await expect_rejected(env, {"raw": transfer(1, amount_u=6).hex()}, 409, "stale_nonce")
 
 
 async def test_stale_nonce_is_409_stale_nonce(env: Any) -> None:
