@@ -49,8 +49,6 @@ from node.transport import FRAME_TXS
 
 log = logging.getLogger("gridchain.backend")
 
-DROPPED_KEPT = 100_000
-"""Journaled-but-dropped transactions remembered for ``tx_status``."""
 RECEIPT_CACHE_BLOCKS = 64
 VERIFY_CHUNK = 256
 
@@ -107,7 +105,6 @@ class Backend:
         self.transport: Any = None
         self.verified = driver.verified
         self.admitted_at = driver.admitted_at
-        self.dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._journal_pending: list[tuple[bytes, bytes]] = []
         self._journal_waiters: list[asyncio.Future[None]] = []
@@ -203,7 +200,7 @@ class Backend:
             receipt = stored.receipts[location.index] if stored is not None else None
             return TxLookup(status="committed" if location.code == "ok" else "failed",
                             height=location.height, index=location.index, receipt=receipt)
-        dropped = self.dropped.get(tx_hash)
+        dropped = self.driver.dropped.get(tx_hash)
         if dropped is not None:
             return TxLookup(status="failed", receipt={"code": dropped[0], "message": dropped[1]})
         if tx_hash in self.admitted_at:
@@ -268,7 +265,9 @@ class Backend:
                 results[i] = SubmitResult(tx_hash=stx.tx_hash)
                 continue
             decoded.append((i, stx))
-        if decoded:
+        if decoded and source != "gossip":
+            # A re-submitted committed tx answers with its hash; gossip skips the lookup (such a
+            # tx fails check_tx with stale_nonce anyway).
             committed = self.storage.tx_locations([stx.tx_hash for _, stx in decoded])
             pending = []
             for i, stx in decoded:
@@ -381,11 +380,6 @@ class Backend:
                 if self.transport is not None:
                     self.transport.broadcast(FRAME_TXS, codec.encode(tuple(batch)))
 
-    def _forget(self, tx_hash: bytes, code: str, message: str) -> None:
-        self.dropped[tx_hash] = (code, message)
-        while len(self.dropped) > DROPPED_KEPT:
-            self.dropped.popitem(last=False)
-
     async def _housekeeping(self) -> None:
         """Once a second: expire transactions, refresh gauges."""
         while True:
@@ -396,7 +390,7 @@ class Backend:
                 self.mempool.evict_expired(now)
                 mine = [h for h in expired if self.admitted_at.pop(h, None) is not None]
                 for h in mine:
-                    self._forget(h, "expired", "expired before it was included in a block")
+                    self.driver.forget(h, "expired", "expired before it was included in a block")
                 await self.storage.journal_remove(mine)
             self._refresh_gauges()
 

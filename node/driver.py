@@ -94,6 +94,8 @@ SYNC_LAG_BLOCKS = 32
 SYNC_BATCH_BLOCKS = 128
 """Most blocks per SyncRequest."""
 SYNC_TIMEOUT_S = 5.0
+DROPPED_KEPT = 100_000
+"""Accepted-but-never-committable txs remembered for tx status queries."""
 LEADER_SHARE_ROUNDS = 200
 """Window of rounds over which ``gridchain_validator_leader_share`` is computed."""
 CREDIT_HISTORY = 64
@@ -215,6 +217,9 @@ class Driver:
         self._waiting_round: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._hash_cache: dict[bytes, frozenset[bytes]] = {}
+        self.dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        """Accepted txs that can never commit (code, message), reported as failed by the API."""
         self._sync_waiter: asyncio.Future[SyncResponse] | None = None
         self._last_commit_t: float | None = None
         self._last_leader: int | None = None
@@ -314,7 +319,6 @@ class Driver:
             return  # the core is not running; the sync loop catches up first
         if isinstance(message, ProposalMsg):
             self._remember_block(message.block)
-            self.mempool.mark_proposed((codec.digest(tx) for tx in message.block.payload), message.block.round)
         self._put(ev.MessageReceived(sender=peer, message=message))
 
     def _put(self, event: ev.Event) -> None:
@@ -439,13 +443,23 @@ class Driver:
         later leader proposes them again."""
         committed = []
         for block in blocks:
-            for raw in block.payload:
-                tx_hash = codec.digest(raw)
+            for tx_hash in self._payload_hashes(block_id(block.header), block):
                 pooled = self.mempool.get(tx_hash)
                 if pooled is not None:
                     committed.append((tx_hash, pooled.sender, pooled.nonce))
-        self.mempool.remove_committed(committed)
+        self._report_stale(self.mempool.remove_committed(committed))
         self.metrics.mempool_size.set(len(self.mempool))
+
+    def forget(self, tx_hash: bytes, code: str, message: str) -> None:
+        """Remember that an accepted tx can never commit (bounded)."""
+        self.dropped[tx_hash] = (code, message)
+        while len(self.dropped) > DROPPED_KEPT:
+            self.dropped.popitem(last=False)
+
+    def _report_stale(self, hashes: list[bytes]) -> None:
+        for tx_hash in hashes:
+            if self.admitted_at.pop(tx_hash, None) is not None:
+                self.forget(tx_hash, "stale_nonce", "a later nonce of the sender committed first")
 
     def _request_payload(self, round: int) -> None:
         """Propose at once when there is work (txs waiting, or txs in the uncommitted
@@ -470,6 +484,29 @@ class Driver:
         if round is not None and not self.syncing and self.core is not None and self.core.round == round:
             self._put(self._payload(round))
 
+    def _in_flight(self) -> set[bytes]:
+        """Tx hashes in the uncommitted blocks the next proposal extends (high QC back to the root)."""
+        hashes: set[bytes] = set()
+        if self.core is None:
+            return hashes
+        committed = self.core.committed_height
+        bid = self.core.high_qc.block_id
+        for _ in range(RECENT_BLOCKS):
+            block = self.recent_blocks.get(bid)
+            if block is None or block.height <= committed:
+                break
+            hashes.update(self._payload_hashes(bid, block))
+            bid = block.parent_id
+        return hashes
+
+    def _payload_hashes(self, bid: bytes, block: Block) -> frozenset[bytes]:
+        cached = self._hash_cache.get(bid)
+        if cached is None:
+            cached = self._hash_cache[bid] = frozenset(codec.digest(tx) for tx in block.payload)
+            while len(self._hash_cache) > 64:
+                del self._hash_cache[next(iter(self._hash_cache))]
+        return cached
+
     def _chain_has_uncommitted_txs(self) -> bool:
         block = self.recent_blocks.get(self.core.high_qc.block_id) if self.core is not None else None
         committed = self.core.committed_height if self.core is not None else 0
@@ -484,8 +521,7 @@ class Driver:
     def _payload(self, round: int) -> ev.PayloadReady:
         assert self.exec is not None
         batch = self.mempool.batch(max_txs=self.params.max_block_txs,
-                                   max_bytes=self.params.max_block_bytes, round=round)
-        self.mempool.mark_proposed((tx.tx_hash for tx in batch), round)
+                                   max_bytes=self.params.max_block_bytes, exclude=self._in_flight())
         return ev.PayloadReady(round=round, payload=tuple(tx.raw for tx in batch),
                                executed_height=self.exec.height, executed_state_root=self.exec.root)
 
@@ -567,7 +603,8 @@ class Driver:
         )
         history = codec.encode(tuple(self.exec.history))
         await self.storage.store_committed([d.record for d in done], commit_qc=proof, snapshot=snapshot,
-                                           extra_meta=[("credit_history", history)])
+                                           extra_meta=[("credit_history", history)],
+                                           journaled=self.admitted_at)
         for item in done:
             self._announce(item)
 
@@ -595,7 +632,7 @@ class Driver:
             verified.discard(tx_hash)
             if not receipt.ok:
                 failed += 1
-        self.mempool.remove_committed(committed)
+        self._report_stale(self.mempool.remove_committed(committed))
         self.metrics.height.set(height)
         self.metrics.blocks_committed.inc()
         self.metrics.txs_committed.inc(len(item.receipts) - failed)

@@ -6,16 +6,18 @@ nonce order. It is plain in-memory bookkeeping on the event loop: every method
 is O(batch) or O(pool) with small constants and never awaits.
 
 Life of a transaction: ``add`` (after the signature and ``contracts.check_tx``
-passed) -> picked by ``batch`` for a proposal and ``mark_proposed`` (also when a
-peer's proposal carries it), so the next leader does not propose it again while
-that block is in flight -> ``remove_committed`` when its block commits (which
-also drops the sender's now-stale nonces). A tx whose proposal did not commit
-becomes eligible again after ``repropose_after_rounds`` rounds.
+passed) -> picked by ``batch`` for a proposal; the driver passes as ``exclude``
+the transactions of the uncommitted blocks the new proposal extends, so a
+transaction is never proposed twice on one chain (and a sender's nonces stay in
+order), while one carried only by an abandoned fork becomes eligible again at
+once -> ``remove_committed`` when its block commits, which also drops the
+sender's pending txs with lower nonces (they can no longer commit; their
+hashes are returned so the node can report them as failed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 DUPLICATE = "duplicate"
@@ -38,17 +40,14 @@ class PoolTx:
 class Mempool:
     """Pending transactions; see the module docstring."""
 
-    def __init__(self, *, capacity: int, account_limit: int, repropose_after_rounds: int = 4) -> None:
+    def __init__(self, *, capacity: int, account_limit: int) -> None:
         assert capacity > 0 and account_limit > 0
         self.capacity = capacity
         self.account_limit = account_limit
-        self.repropose_after_rounds = repropose_after_rounds
         self._txs: dict[bytes, PoolTx] = {}
         """Every pending tx by hash, in arrival order (dicts keep insertion order)."""
         self._by_sender: dict[str, dict[int, bytes]] = {}
         """sender -> nonce -> hash."""
-        self._proposed: dict[bytes, int] = {}
-        """hash -> round of the latest proposal that carried it (only hashes in ``_txs``)."""
         self.total_bytes = 0
 
     def __len__(self) -> int:
@@ -91,7 +90,6 @@ class Mempool:
         tx = self._txs.pop(tx_hash, None)
         if tx is None:
             return
-        self._proposed.pop(tx_hash, None)
         self.total_bytes -= len(tx.raw)
         nonces = self._by_sender.get(tx.sender)
         if nonces is not None:
@@ -99,13 +97,11 @@ class Mempool:
             if not nonces:
                 del self._by_sender[tx.sender]
 
-    def batch(self, *, max_txs: int, max_bytes: int, round: int) -> list[PoolTx]:
-        """Up to ``max_txs``/``max_bytes`` of the oldest txs not in flight, each
-        sender's in increasing nonce order."""
+    def batch(self, *, max_txs: int, max_bytes: int, exclude: Container[bytes] = frozenset()) -> list[PoolTx]:
+        """Up to ``max_txs``/``max_bytes`` txs not in ``exclude``, senders in order of
+        their oldest pending tx, each sender's in increasing nonce order."""
         chosen: list[PoolTx] = []
         size = 0
-        stale_before = round - self.repropose_after_rounds
-        proposed = self._proposed
         done: set[str] = set()
         for tx in self._txs.values():
             if tx.sender in done:
@@ -114,8 +110,7 @@ class Mempool:
             nonces = self._by_sender[tx.sender]
             for nonce in sorted(nonces):
                 candidate = self._txs[nonces[nonce]]
-                seen_round = proposed.get(candidate.tx_hash)
-                if seen_round is not None and seen_round > stale_before:
+                if candidate.tx_hash in exclude:
                     continue
                 if len(chosen) >= max_txs or size + len(candidate.raw) > max_bytes:
                     return chosen
@@ -123,18 +118,11 @@ class Mempool:
                 size += len(candidate.raw)
         return chosen
 
-    def mark_proposed(self, hashes: Iterable[bytes], round: int) -> None:
-        """A proposal for ``round`` carries these txs; do not propose them again for a while."""
-        txs = self._txs
-        proposed = self._proposed
-        for tx_hash in hashes:
-            if tx_hash in txs:
-                proposed[tx_hash] = round
-
-    def remove_committed(self, committed: Sequence[tuple[bytes, str, int]]) -> int:
+    def remove_committed(self, committed: Sequence[tuple[bytes, str, int]]) -> list[bytes]:
         """Drop committed ``(hash, sender, nonce)`` and every pending tx of that sender
-        with a nonce at or below it (it can no longer commit). Returns how many left."""
-        before = len(self._txs)
+        with a nonce at or below it; return the hashes of the latter (they can no
+        longer commit)."""
+        stale_hashes: list[bytes] = []
         top: dict[str, int] = {}
         for tx_hash, sender, nonce in committed:
             self._remove(tx_hash)
@@ -144,8 +132,9 @@ class Mempool:
             nonces = self._by_sender.get(sender)
             if nonces:
                 for stale in [n for n in nonces if n <= nonce]:
+                    stale_hashes.append(nonces[stale])
                     self._remove(nonces[stale])
-        return before - len(self._txs)
+        return stale_hashes
 
     def expired(self, now_ms: int) -> list[PoolTx]:
         """Txs whose expiry has passed (they can only fail now)."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,10 +278,12 @@ class Storage:
         commit_qc: QuorumCert | None,
         snapshot: tuple[int, bytes, bytes] | None = None,
         extra_meta: Sequence[tuple[str, bytes]] = (),
+        journaled: Container[bytes] | None = None,
     ) -> None:
         """Store executed blocks, their tx index and receipts, drop their txs from the
         journal, record ``commit_qc`` and an optional ``(height, state, root)`` snapshot —
-        all in one SQLite transaction."""
+        all in one SQLite transaction. ``journaled`` (if given) holds every hash that may be
+        in the journal, so the others skip the delete."""
         if not records and snapshot is None:
             return
         block_rows = []
@@ -296,7 +298,8 @@ class Storage:
             receipt_rows.append((height, rec.receipts_bytes))
             for index, (tx_hash, code) in enumerate(rec.tx_results):
                 tx_rows.append((tx_hash, height, index, code))
-                journal_rows.append((tx_hash,))
+                if journaled is None or tx_hash in journaled:
+                    journal_rows.append((tx_hash,))
         statements: list[tuple[str, Any]] = [
             ("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?)", block_rows),
             ("INSERT OR REPLACE INTO receipts VALUES (?, ?)", receipt_rows),

@@ -25,18 +25,17 @@ def test_duplicates_and_bounds_are_refused_without_change() -> None:
 
 
 def test_batch_orders_each_sender_by_nonce_and_skips_in_flight() -> None:
-    pool = Mempool(capacity=100, account_limit=100, repropose_after_rounds=3)
+    pool = Mempool(capacity=100, account_limit=100)
     for sender, nonce in [("a", 3), ("b", 1), ("a", 1), ("a", 2)]:
         pool.add(_tx(sender, nonce))
-    batch = pool.batch(max_txs=10, max_bytes=10_000, round=5)
+    batch = pool.batch(max_txs=10, max_bytes=10_000)
     assert [(t.sender, t.nonce) for t in batch] == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
-    pool.mark_proposed([t.tx_hash for t in batch[:2]], round=5)
-    assert [(t.sender, t.nonce) for t in pool.batch(max_txs=10, max_bytes=10_000, round=6)] == [("a", 3), ("b", 1)]
-    # The proposal of round 5 never committed: after 3 rounds its txs are proposed again.
-    assert len(pool.batch(max_txs=10, max_bytes=10_000, round=8)) == 4
-    assert len(pool.batch(max_txs=2, max_bytes=10_000, round=8)) == 2
-    assert [(t.sender, t.nonce) for t in pool.batch(max_txs=2, max_bytes=10_000, round=8)] == [("a", 1), ("a", 2)]
-    assert pool.batch(max_txs=10, max_bytes=2, round=8) == []
+    # a:1 and a:2 ride in an uncommitted ancestor: the next proposal leaves them out.
+    in_flight = {t.tx_hash for t in batch[:2]}
+    assert [(t.sender, t.nonce) for t in pool.batch(max_txs=10, max_bytes=10_000, exclude=in_flight)] == [
+        ("a", 3), ("b", 1)]
+    assert [(t.sender, t.nonce) for t in pool.batch(max_txs=2, max_bytes=10_000)] == [("a", 1), ("a", 2)]
+    assert pool.batch(max_txs=10, max_bytes=2) == []
 
 
 def test_commit_removes_txs_and_stale_nonces_and_expiry_evicts() -> None:
@@ -46,8 +45,8 @@ def test_commit_removes_txs_and_stale_nonces_and_expiry_evicts() -> None:
     pool.add(_tx("b", 1, expires_at_ms=50))
     committed = _tx("a", 2)
     # Committing a:2 also drops a:1, which can no longer commit.
-    assert pool.remove_committed([(committed.tx_hash, "a", 2)]) == 2
-    assert [t.nonce for t in pool.batch(max_txs=10, max_bytes=10_000, round=1) if t.sender == "a"] == [3]
+    assert pool.remove_committed([(committed.tx_hash, "a", 2)]) == [_tx("a", 1).tx_hash]
+    assert [t.nonce for t in pool.batch(max_txs=10, max_bytes=10_000) if t.sender == "a"] == [3]
     assert pool.evict_expired(now_ms=50) == 1
     assert len(pool) == 1
     assert pool.add(_tx("a", 1)) is None  # nothing of a:1 is left behind
