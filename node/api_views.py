@@ -23,6 +23,7 @@ import msgspec
 import orjson
 
 from consensus import codec
+from contracts import market
 from contracts import records as rec
 from contracts import state as st
 from contracts import traceability as tr
@@ -81,9 +82,11 @@ def account(state: st.State, address: str) -> dict[str, Any] | None:
 
 
 def slot(state: st.State, genesis: Any, slot_no: int) -> dict[str, Any] | None:
-    """The slot record with its trades and lifecycle times; an untouched slot reads as open."""
+    """The slot record with its trades and lifecycle times; a slot without a record
+    (no orders, or pruned) gets its status from the block time."""
     record = state.slots.get(st.slot_key(slot_no))
     out: dict[str, Any] = _j(record) if record is not None else _j(st.SlotRecord(slot=slot_no))
+    out["status"] = market.slot_status(state, slot_no)
     m = genesis.market
     start_ms = genesis.genesis_time_ms + slot_no * m.slot_ms
     out["gate_close_ms"] = start_ms - m.gate_lead_ms

@@ -265,3 +265,13 @@ async def test_account_stream_includes_transactions_naming_the_account(env: Any)
         backend.commit_block(timestamp_ms=T0_MS + 1)
         got = [orjson.loads((await ws.receive(timeout=5)).data) for _ in range(2)]
     assert [(e["kind"], e["sender"]) for e in got] == [("transfer", addr("cons")), ("mint", addr("grid"))]
+
+
+async def test_a_slot_without_orders_reads_its_status_from_block_time(env: Any) -> None:
+    backend, client = env
+    assert (await get(client, f"/v1/market/slots/{SLOT}"))["status"] == "open"
+    backend.commit_block(timestamp_ms=GATE_MS)
+    assert (await get(client, f"/v1/market/slots/{SLOT}"))["status"] == "cleared"
+    backend.commit_block(timestamp_ms=SETTLE_MS)
+    empty = await get(client, f"/v1/market/slots/{SLOT}")
+    assert empty["status"] == "settled" and empty["volume_wh"] == 0 and empty["trades"] == []
