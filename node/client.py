@@ -195,10 +195,17 @@ class AsyncClient:
 
     async def wait_for_receipt(self, tx_hash: str, *, timeout_s: float = 60.0,
                                poll_s: float = 0.1) -> dict[str, Any]:
-        """Poll until the tx is committed or failed; return the lookup (status, height, receipt)."""
+        """Poll until the tx is committed or failed; return the lookup (status, height, receipt).
+
+        A node that is briefly unreachable (restarting) is polled again until ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
-            found = await self.transaction(tx_hash)
+            try:
+                found = await self.transaction(tx_hash)
+            except ApiClientError as exc:
+                if exc.code != "unavailable":  # a restarting node: keep polling until the deadline
+                    raise
+                found = None
             if found is not None and found["status"] in ("committed", "failed"):
                 return found
             if time.monotonic() >= deadline:

@@ -262,3 +262,14 @@ def test_readings_signed_by_own_key_and_by_a_meter_key(node: Any, capsys: Any) -
     code, _, err = run_cli(capsys, "tx", "reading", "--node", url, "--key", key["cons"], "--slot", "previous",
                            "--import-wh", "1", "--export-wh", "0")
     assert code == 1 and orjson.loads(err)["error"]["code"] == "wrong_signer"
+
+
+def test_waiting_on_an_unreachable_node_polls_until_the_timeout() -> None:
+    with Client("http://127.0.0.1:9", timeout_s=0.5) as client:
+        start = time.monotonic()
+        with pytest.raises(ApiClientError) as err:
+            client.wait_for_receipt("ab" * 32, timeout_s=0.6, poll_s=0.05)
+        assert err.value.code == "timeout" and time.monotonic() - start >= 0.6
+        with pytest.raises(ApiClientError) as err:
+            client.status()
+        assert err.value.code == "unavailable"

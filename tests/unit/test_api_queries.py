@@ -275,3 +275,12 @@ async def test_a_slot_without_orders_reads_its_status_from_block_time(env: Any) 
     backend.commit_block(timestamp_ms=SETTLE_MS)
     empty = await get(client, f"/v1/market/slots/{SLOT}")
     assert empty["status"] == "settled" and empty["volume_wh"] == 0 and empty["trades"] == []
+
+
+def test_openapi_document_lists_every_route() -> None:
+    from node.openapi import openapi_document
+
+    app = create_api_app(MemoryBackend())
+    routes = {r.canonical for r in app.router.resources()}
+    documented = set(openapi_document()["paths"])
+    assert routes - {"/", "/web/{name}", "/openapi.json"} == documented
