@@ -81,7 +81,7 @@ def run_one(config: SimConfig) -> RunSummary:
 
 
 def run_sweep(configs: Iterable[SimConfig], *, jobs: int = 1) -> Iterator[RunSummary]:
-    """Results of ``configs`` (in completion order when ``jobs`` > 1)."""
+    """Results of ``configs``, in order; ``jobs`` > 1 runs them in worker processes."""
     if jobs <= 1:
         for config in configs:
             yield run_one(config)
