@@ -113,7 +113,10 @@ class LeaderHistory:
         )
         self._snapshots.append(snapshot)
         self._rounds.append(snapshot.round)
-        self._cache.clear()
+        # Only rounds that now elect from this snapshot change leader.
+        first_affected = snapshot.round + self._lag
+        for round in [r for r in self._cache if r >= first_affected]:
+            del self._cache[round]
         return snapshot
 
     def prune(self, current_round: Round) -> None:
