@@ -48,7 +48,8 @@ def decode(data: bytes, type_: type[T]) -> T:
     """Decode and validate ``data`` as ``type_``; raise ``CodecError`` on any defect."""
     try:
         return _decoder(type_).decode(data)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        # msgspec reports invalid UTF-8 inside a str field as UnicodeDecodeError.
         raise CodecError(f"cannot decode {getattr(type_, '__name__', type_)}: {exc}") from exc
 
 
