@@ -110,7 +110,7 @@ class Simulation:
         clock_rng = random.Random(f"{config.seed}:clocks")
         byz_rng = random.Random(f"{config.seed}:byzantine")
         self.instances: list[Instance] = []
-        twins = [i for i in sorted(self.byzantine)] if config.behaviour == "twins" else []
+        twins = sorted(self.byzantine) if config.behaviour == "twins" else []
         for id, index in enumerate([*range(n), *twins]):
             inst = Instance(
                 id=id, index=index, signer=self.signers[index], public_keys=self.public_keys,
@@ -149,8 +149,6 @@ class Simulation:
         self.heal_height = 0
         self.heal_time_ms = 0
         self.liveness_ok = False
-        self.round_history: list[tuple[int, int]] = []
-        """(virtual time, highest honest round) whenever it grows (bounded by rounds)."""
         self.trace = hashlib.sha256()
         """Running digest of every processed event: two runs of one seed match exactly."""
         self.on_step: Callable[[Simulation], None] | None = None
@@ -226,7 +224,6 @@ class Simulation:
         round = inst.running().round
         if inst.honest and round > self.max_round:
             self.max_round = round
-            self.round_history.append((self.now_ms, self.max_round))
         self._execute(inst, actions)
 
     def _execute(self, inst: Instance, actions: list[Action]) -> None:
