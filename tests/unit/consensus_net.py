@@ -71,6 +71,8 @@ class Net:
         self.blocks: dict[bytes, Block] = {block_id(GENESIS.header): GENESIS}
         self.votes_seen: dict[tuple[int, int], set[bytes]] = {}
         self.messages = 0
+        self.persist_log: list[tuple[int, int]] = []
+        """(node, highest round signed) for every PersistSafety, in order."""
         self.now_ms = GENESIS_MS
         self._queue: list[tuple[int, int, int, Event]] = []
         self._seq = 0
@@ -106,6 +108,8 @@ class Net:
         for action in actions:
             if isinstance(action, PersistSafety):
                 self.disk[node] = action.data
+                self.persist_log.append((node, max(action.data.last_voted_round,
+                                                   action.data.highest_timeout_round)))
             elif isinstance(action, (Send, Broadcast)):
                 self._send(node, action)
             elif isinstance(action, ScheduleTick):

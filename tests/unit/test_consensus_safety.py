@@ -283,10 +283,15 @@ def test_wiped_node_does_not_vote_in_the_round_it_may_have_signed():
     net = Net(n=4)
     net.run_until(GENESIS_MS + 500)
     before = net.cores[3].round
+    signed_before = max(r for node, r in net.persist_log if node == 3)
+    mark = len(net.persist_log)
     net.restart(3, wipe=True)
     net.run_until(GENESIS_MS + 1_500)
     guard = net.cores[3]._safety.guard
     assert guard is not None and guard.armed
+    signed_after = [r for node, r in net.persist_log[mark:] if node == 3]
+    assert signed_after and min(signed_after) > max(signed_before, guard._floor_round or 0)
+    assert net.cores[3].stats.sign_refusals > 0, "it was asked to sign and refused at first"
     assert net.cores[3].last_voted_round > before + 1
     assert net.double_voters() == []
     net.assert_agreement()
