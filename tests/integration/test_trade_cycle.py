@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,9 +31,24 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_trade_cycle"), pytest.mark.timeout(240)]
 
-BASE_PORT = 17_400
+PORT_RANGE = range(10_000, 19_700, 300)
+"""Candidate base ports (p2p P+i, api P+100+i, metrics P+200+i): below the ephemeral range."""
 SLOT_MS = 4_000
 GRIDCHAIN = str(Path(sys.executable).with_name("gridchain"))
+
+
+def free_base_port() -> int:
+    """A base port whose 12 devnet ports are free now (another run may hold the first ones)."""
+    offsets = [o + i for o in (0, 100, 200) for i in range(4)]
+    for base in random.sample(PORT_RANGE, len(PORT_RANGE)):
+        try:
+            for off in offsets:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + off))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range for the devnet")
 
 
 def http_get(url: str) -> Any:
@@ -81,7 +98,7 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     home = tmp_path_factory.mktemp("devnet")
     log = (home.parent / "devnet.log").open("w")
     proc = subprocess.Popen(
-        [GRIDCHAIN, "devnet", "--nodes", "4", "--home", str(home), "--base-port", str(BASE_PORT),
+        [GRIDCHAIN, "devnet", "--nodes", "4", "--home", str(home), "--base-port", str(free_base_port()),
          "--slot-ms", str(SLOT_MS)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
