@@ -127,4 +127,7 @@ class LeaderHistory:
         if keep_from > 0:
             del self._snapshots[:keep_from]
             del self._rounds[:keep_from]
-            self._cache.clear()
+            # Rounds that elected from a dropped snapshot would now fall back to the oldest kept.
+            first_exact = self._rounds[0] + self._lag
+            for round in [r for r in self._cache if r < first_exact]:
+                del self._cache[round]
