@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,6 +36,7 @@ import msgspec
 
 from consensus import crypto
 from contracts import transactions as txs
+from node import keys
 
 DEFAULT_TTL_MS = 300_000
 """Default validity of a transaction: its block must be within 5 minutes of signing."""
@@ -222,9 +224,13 @@ class AsyncClient:
         self._last_nonce[key] = nonce
         return nonce
 
-    async def build(self, signer: crypto.Signer, body: Any, *, sender: str | None = None,
+    async def build(self, signer: crypto.Signer | str | Path, body: Any, *, sender: str | None = None,
                     nonce: int | None = None, ttl_ms: int = DEFAULT_TTL_MS) -> bytes:
-        """Sign ``body`` as a tx of ``sender`` (default: the signer's address) and return raw bytes."""
+        """Sign ``body`` as a tx of ``sender`` (default: the signer's address) and return raw bytes.
+
+        ``signer`` is a ``crypto.Signer`` or the path of a key file (``node.keys``)."""
+        if not isinstance(signer, crypto.Signer):
+            signer = keys.load_signer(signer)
         sender = sender or crypto.address(signer.public_key)
         reading = isinstance(body, txs.SubmitReading)
         if nonce is None:
@@ -233,7 +239,7 @@ class AsyncClient:
                     nonce=nonce, expires_at_ms=now_ms() + ttl_ms, body=body)
         return txs.sign_tx(tx, signer)
 
-    async def send(self, signer: crypto.Signer, body: Any, *, sender: str | None = None,
+    async def send(self, signer: crypto.Signer | str | Path, body: Any, *, sender: str | None = None,
                    nonce: int | None = None, ttl_ms: int = DEFAULT_TTL_MS, wait: bool = False,
                    wait_timeout_s: float = 60.0, retry_overloaded_s: float = 10.0) -> dict[str, Any]:
         """Build, sign, submit; with ``wait`` also wait for the receipt.

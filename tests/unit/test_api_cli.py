@@ -182,12 +182,12 @@ def test_cancel_order_through_the_cli(node: Any, capsys: Any) -> None:
 
 
 def test_sync_client_queries_and_nonces_increase(node: Any) -> None:
-    server, _ = node
+    server, key = node
     with Client(server.url) as client:
         assert client.status()["chain_id"] == "test-chain"
         assert client.ready() is True
         first = client.send(SIGNERS["cons"], txs.Transfer(to=addr("gen"), amount_u=1))
-        second = client.send(SIGNERS["cons"], txs.Transfer(to=addr("gen"), amount_u=2))
+        second = client.send(key["cons"], txs.Transfer(to=addr("gen"), amount_u=2))  # a key file
         assert first["tx_hash"] != second["tx_hash"]
         done = client.wait_for_receipt(second["tx_hash"], timeout_s=10)
         assert done["status"] == "committed"
