@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from node.cli.genesis import add_network_arguments
 
@@ -35,20 +34,15 @@ def register(subparsers: Any) -> None:
 
 
 def _print_network(console: Console, network: dict[str, Any], accounts: list[dict[str, Any]]) -> None:
-    table = Table(title=f"GridChain devnet · chain {network['chain_id']}")
-    for column in ("node", "role", "API", "metrics", "log"):
-        table.add_column(column)
+    console.print(f"[bold]GridChain devnet[/] · chain {network['chain_id']}")
     for node in network["nodes"]:
-        table.add_row(node["name"], node["role"], node["api_url"], node["metrics_url"],
-                      str(Path(node["home"]) / "node.log"))
-    console.print(table)
-    keys = Table(title="demo accounts (key files)")
-    for column in ("name", "role", "address", "key file"):
-        keys.add_column(column)
+        console.print(f"  {node['name']:<10} {node['role']:<10} api {node['api_url']}  "
+                      f"metrics {node['metrics_url']}  log {Path(node['home']) / 'node.log'}", soft_wrap=True)
+    console.print("[bold]demo accounts[/] (name, role, address, key file)")
     for account in accounts:
         if not account["name"].startswith("bench-"):
-            keys.add_row(account["name"], account["role"], account["address"], account["key_file"])
-    console.print(keys)
+            console.print(f"  {account['name']:<14} {account['role']:<10} {account['address']}  "
+                          f"{account['key_file']}", soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
