@@ -66,6 +66,7 @@ from consensus.types import (
     block_id,
 )
 from consensus.validation import InvalidMessage, check_qc
+from contracts import records
 from contracts.executor import BlockInput, Receipt, apply_block
 from contracts.genesis import Genesis, initial_state
 from contracts.state import State, decode_state, encode_state
@@ -633,6 +634,7 @@ class Driver:
             if not receipt.ok:
                 failed += 1
         self._report_stale(self.mempool.remove_committed(committed))
+        self._market_gauges(item.leaves)
         self.metrics.height.set(height)
         self.metrics.blocks_committed.inc()
         self.metrics.txs_committed.inc(len(item.receipts) - failed)
@@ -651,6 +653,18 @@ class Driver:
                     listener(event)
                 except Exception:
                     log.exception("block listener failed")
+
+    def _market_gauges(self, leaves: tuple[bytes, ...]) -> None:
+        """Clearing price and volume of the latest slot cleared in this block, if any."""
+        for leaf in leaves:
+            if b"clearing" not in leaf:  # cheap pre-filter; most leaves are receipts
+                continue
+            try:
+                record = codec.decode(leaf, records.SlotCleared)
+            except codec.CodecError:
+                continue
+            self.metrics.clearing_price.set(record.price_u_per_wh or 0)
+            self.metrics.cleared_volume.set(record.volume_wh)
 
     # ------------------------------------------------------------------ catch-up by height
     def on_sync_request(self, peer: int, request: SyncRequest) -> None:

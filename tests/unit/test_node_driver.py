@@ -1,0 +1,150 @@
+"""node.driver and node.backend in-process: persist-before-send, execution pipeline, admission codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consensus import actions as act
+from consensus import codec
+from consensus.core import genesis_qc
+from consensus.types import Block, BlockHeader, SafetyData, Timeout, TimeoutData, TimeoutMsg, payload_root
+from contracts.transactions import Transfer, Tx, sign_tx
+from node import genesis as gen
+from node.backend import Backend, BoundedSet
+from node.config import load_config
+from node.driver import Driver
+from node.keys import load_key_file
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.storage import Storage
+
+
+class FakeTransport:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.sent: list[tuple[int, int, bytes]] = []
+
+    def send(self, peer: int, kind: int, payload: bytes) -> bool:
+        self.log.append("send")
+        self.sent.append((peer, kind, payload))
+        return True
+
+    def broadcast(self, kind: int, payload: bytes) -> None:
+        self.log.append("broadcast")
+
+    def connected(self) -> list[int]:
+        return [1, 2, 3]
+
+
+class FakeCore:
+    def __init__(self, qc: Any) -> None:
+        self.high_qc = qc
+        self.high_tc = None
+        self.committed_height = 0
+        self.last_voted_round = 0
+        self.round = 1
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Any:
+    out = tmp_path / "net"
+    gen.generate_network(out, nodes=gen.parse_nodes("4"), base_port=7100)
+    home = out / "generator"
+    config = load_config(home, env={})
+    genesis = gen.load_genesis(out / "genesis.json")
+    storage = Storage.open(home / "data")
+    mempool = Mempool(capacity=100, account_limit=10)
+    metrics = NodeMetrics()
+    driver = Driver(config=config, genesis=genesis, signer=load_key_file(home / "validator_key.json").signer,
+                    storage=storage, mempool=mempool, metrics=metrics, verified=BoundedSet(1000), admitted_at={})
+    driver.load()
+    backend = Backend(config=config, genesis=genesis, storage=storage, mempool=mempool, metrics=metrics,
+                      driver=driver)
+    accounts = {a["name"]: a for a in json.loads((out / "accounts.json").read_text())}
+    return driver, backend, storage, accounts
+
+
+def _transfer(accounts: dict[str, Any], chain_id: str, nonce: int, *, chain: str | None = None) -> bytes:
+    key = load_key_file(accounts["consumer-1"]["key_file"])
+    tx = Tx(chain_id=chain or chain_id, sender=key.address, public_key=key.public_key, nonce=nonce,
+            expires_at_ms=int(time.time() * 1000) + 60_000,
+            body=Transfer(to=accounts["consumer-2"]["address"], amount_u=5))
+    return sign_tx(tx, key.signer)
+
+
+async def test_safety_is_durable_before_the_vote_leaves(node: Any) -> None:
+    driver, _backend, storage, _ = node
+    log: list[str] = []
+    driver.transport = FakeTransport(log)
+    driver.core = FakeCore(genesis_qc(driver.genesis_block))
+    real_save = storage.save_safety
+
+    async def slow_save(data: SafetyData, **kw: Any) -> None:
+        await asyncio.sleep(0.05)
+        await real_save(data, **kw)
+        log.append("persisted")
+
+    storage.save_safety = slow_save
+    timeout = TimeoutMsg(timeout=Timeout(data=TimeoutData(epoch=0, round=1, high_qc_round=0), author=0,
+                                         signature=bytes(64)),
+                         sync=driver.core and _sync(driver))
+    await driver._carry_out([act.PersistSafety(data=SafetyData(epoch=0, highest_timeout_round=1)),
+                             act.Send(to=1, message=timeout)])
+    assert log == ["persisted", "send"]
+    assert storage.load_safety() == SafetyData(epoch=0, highest_timeout_round=1)
+    await storage.close()
+
+
+def _sync(driver: Driver) -> Any:
+    from consensus.types import SyncInfo
+
+    qc = genesis_qc(driver.genesis_block)
+    return SyncInfo(high_qc=qc, high_commit_qc=qc)
+
+
+async def test_admission_then_commit_then_status(node: Any) -> None:
+    driver, backend, storage, accounts = node
+    driver.transport = FakeTransport([])
+    backend.transport = driver.transport
+    chain_id = driver.genesis.chain_id
+    good = _transfer(accounts, chain_id, 1)
+    wrong_chain = _transfer(accounts, chain_id, 2, chain="other-chain")
+    tampered = bytearray(_transfer(accounts, chain_id, 3))
+    tampered[-1] ^= 1
+    backend.start()
+    try:
+        results = await backend.submit([good, wrong_chain, bytes(tampered), b"\x00junk"])
+        assert [r.code for r in results] == [None, "wrong_chain", "bad_signature", "malformed"]
+        assert len(driver.mempool) == 1 and storage.load_journal() == [good]
+        assert (await backend.tx_status(codec.digest(good))).status == "pending"  # type: ignore[union-attr]
+        # Commit a block carrying it: executed, stored, out of the mempool and the journal.
+        payload = (good,)
+        qc = genesis_qc(driver.genesis_block)
+        header = BlockHeader(epoch=0, round=1, height=1, parent_qc=qc, author=1,
+                             timestamp_ms=driver.genesis.genesis_time_ms + 1, tx_root=payload_root(payload),
+                             executed_height=0, executed_state_root=driver.exec.root)
+        block = Block(header=header, payload=payload)
+        driver._drop_committed_from_mempool((block,))
+        await driver.execute_blocks([block], qc)
+        found = await backend.tx_status(codec.digest(good))
+        assert found is not None and found.status == "committed" and found.height == 1
+        assert len(driver.mempool) == 0 and storage.load_journal() == []
+        assert driver.exec.height == 1 and (await backend.block(1)).state_root == driver.exec.root  # type: ignore[union-attr]
+        # Resubmitting a committed tx answers with its hash; a replayed nonce is stale.
+        again = await backend.submit([good, _transfer(accounts, chain_id, 1)])
+        assert [r.code for r in again] == [None, "stale_nonce"]
+        # A proposal whose author executed height 1 to another root is not voted for.
+        bad = BlockHeader(epoch=0, round=2, height=2, parent_qc=qc, author=2, timestamp_ms=header.timestamp_ms + 1,
+                          tx_root=payload_root(()), executed_height=1, executed_state_root=bytes(32))
+        assert driver.block_check(Block(header=bad)) is not None
+        assert driver.metrics.state_root_mismatch._value.get() == 1
+    finally:
+        await backend.stop()
+        await driver.stop()
+        await storage.close()
