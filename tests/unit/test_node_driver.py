@@ -13,7 +13,15 @@ import pytest
 from consensus import actions as act
 from consensus import codec
 from consensus.core import genesis_qc
-from consensus.types import Block, BlockHeader, SafetyData, Timeout, TimeoutData, TimeoutMsg, payload_root
+from consensus.types import (
+    Block,
+    BlockHeader,
+    SafetyData,
+    Timeout,
+    TimeoutData,
+    TimeoutMsg,
+    payload_root,
+)
 from contracts.transactions import Transfer, Tx, sign_tx
 from node import genesis as gen
 from node.backend import Backend, BoundedSet
