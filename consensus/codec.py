@@ -81,6 +81,6 @@ def _hexify(value: Any) -> Any:
         return value.hex()
     if isinstance(value, dict):
         return {k: _hexify(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_hexify(v) for v in value]
     return value

@@ -67,3 +67,12 @@ def test_round_trip_is_canonical(name: str, amount: int) -> None:
     value = Sample(name=name, amount=amount)
     encoded = codec.encode(value)
     assert codec.decode_canonical(encoded, Sample) == value
+
+
+def test_to_builtins_renders_bytes_inside_tuples_as_hex() -> None:
+    qc = QuorumCert(
+        vote_data=VoteData(epoch=1, round=1, height=1, block_id=b"\x01" * 32, parent_id=b"\x00" * 32, parent_round=0),
+        signers=(0,),
+        signatures=(b"\xab" * 64,),
+    )
+    assert codec.to_builtins(qc)["signatures"] == ["ab" * 64]
