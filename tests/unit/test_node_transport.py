@@ -113,3 +113,61 @@ async def test_stranger_is_refused_and_garbage_disconnects_the_peer() -> None:
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     finally:
         await acceptor.stop()
+
+
+def _self_signed(tmp: Any) -> tuple[str, str]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gridchain-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+async def test_links_work_over_tls(tmp_path: Any) -> None:
+    import msgspec
+
+    cert, key = _self_signed(tmp_path)
+    signers = [keys.new_signer() for _ in range(2)]
+    ports = [_free_port() for _ in range(2)]
+    nodes = [Node(i, ports, signers, [s.public_key for s in signers]) for i in range(2)]
+    # Node 1 serves wss:// with the certificate; node 0 dials it trusting that certificate.
+    nodes[1].config = msgspec.structs.replace(nodes[1].config, tls_cert=cert, tls_key=key)
+    nodes[1].transport.config = nodes[1].config
+    peer = PeerConfig(node_id=1, name="n1", url=f"wss://127.0.0.1:{ports[1]}/p2p")
+    nodes[0].config = msgspec.structs.replace(nodes[0].config, tls_ca=cert, peers=(peer,))
+    nodes[0].transport = Transport(
+        config=nodes[0].config, chain_id=CHAIN, signer=signers[0], validator_keys=[s.public_key for s in signers],
+        validate=lambda msg, sender: None, on_consensus=lambda p, m: None, on_txs=lambda p, v: None,
+        on_sync_request=lambda p, v: None, on_sync_response=lambda p, v: None)
+    app = web.Application()
+    nodes[1].transport.mount(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", ports[1], ssl_context=nodes[1].transport.server_ssl()).start()
+    await nodes[0].transport.start()
+    try:
+        await _until(lambda: nodes[1].transport.connected() == [0])
+        nodes[0].transport.broadcast(FRAME_TXS, codec.encode((b"secret",)))
+        await _until(lambda: nodes[1].txs == [(0, (b"secret",))])
+    finally:
+        await nodes[0].transport.stop()
+        await nodes[1].transport.stop()
+        await runner.cleanup()
