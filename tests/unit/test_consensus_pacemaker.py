@@ -123,3 +123,26 @@ def test_stale_payload_is_ignored():
     again = core.handle(PayloadReady(round=1, payload=(b"y",), executed_height=0,
                                      executed_state_root=bytes(32)))
     assert not any(isinstance(a, Broadcast) for a in again), "one proposal per round"
+
+
+
+def test_two_different_timeouts_for_one_round_are_equivocation():
+    from consensus.aggregator import Aggregator
+    from consensus.types import Timeout, TimeoutData
+    from consensus.validation import check_evidence
+
+    net = Net(n=4)
+    chain_id = make_committee(net.signers).chain_id
+
+    def signed(high_qc_round: int) -> Timeout:
+        data = TimeoutData(epoch=EPOCH, round=2, high_qc_round=high_qc_round)
+        return Timeout(data=data, author=1, signature=net.signers[1].sign(
+            chain_id=chain_id, kind="TIMEOUT", message=codec.encode(data)))
+
+    aggregator = Aggregator(epoch=EPOCH, quorum=3)
+    assert aggregator.add_timeout(signed(0)).evidence is None
+    assert aggregator.add_timeout(signed(0)).evidence is None, "a duplicate is not evidence"
+    evidence = aggregator.add_timeout(signed(1)).evidence
+    assert evidence is not None and evidence.kind == "timeout" and evidence.author == 1
+    check_evidence(evidence, committee=make_committee(net.signers))
+    assert aggregator.timeout_count(2) == 1, "the second timeout does not count twice"
