@@ -566,14 +566,16 @@ class Core:
             self._fetch(sender, oldest.parent_id, self._fetch_count(oldest.height - 1))
         if self._tree.high_qc.round + 1 > self.round:
             self._enter_round(self._tree.high_qc.round + 1, via_timeout=False)
-        self._retry_waiting()
+        self._retry_waiting(fresh_clock=False)
         self._try_propose()
 
-    def _retry_waiting(self) -> None:
+    def _retry_waiting(self, *, fresh_clock: bool = True) -> None:
+        """Reconsider proposals whose parent is now known. Only with a fresh clock (in a
+        Tick) is a proposal from "the future" finally refused; otherwise it waits again."""
         for key, (waiting_sender, msg) in list(self._waiting.items()):
             if msg.block.parent_id in self._tree and key in self._waiting:
                 del self._waiting[key]
-                self._consider_proposal(waiting_sender, msg, key, may_wait=False)
+                self._consider_proposal(waiting_sender, msg, key, may_wait=not fresh_clock)
 
     # --- proposals -----------------------------------------------------------------------
 

@@ -146,3 +146,37 @@ def test_two_different_timeouts_for_one_round_are_equivocation():
     assert evidence is not None and evidence.kind == "timeout" and evidence.author == 1
     check_evidence(evidence, committee=make_committee(net.signers))
     assert aggregator.timeout_count(2) == 1, "the second timeout does not count twice"
+
+
+def test_proposal_from_the_future_waits_for_a_fresh_clock_then_is_judged():
+    """The core knows the time only from Ticks: a proposal stamped beyond now + drift
+    makes it ask for a Tick; with the fresh time it votes, or refuses if still too early."""
+    from consensus.actions import PersistSafety
+
+    net = Net(n=4)
+    leader = net.cores[0].leader(1)
+    voter = (leader + 1) % 4
+    drift = net.params.max_clock_drift_ms
+
+    def proposal(timestamp_ms: int) -> ProposalMsg:
+        header = BlockHeader(epoch=EPOCH, round=1, height=1, parent_qc=GQC, author=leader,
+                             timestamp_ms=timestamp_ms, tx_root=payload_root(()), executed_height=0,
+                             executed_state_root=bytes(32))
+        signature = net.signers[leader].sign(chain_id=make_committee(net.signers).chain_id,
+                                             kind="PROPOSAL", message=codec.digest_of(header))
+        return ProposalMsg(block=Block(header=header), signature=signature, sync=SYNC)
+
+    core = _core(net, voter)
+    early = GENESIS_MS + drift + 500
+    actions = core.handle(MessageReceived(sender=leader, message=proposal(early)))
+    assert not any(isinstance(a, PersistSafety) for a in actions)
+    assert isinstance(actions[-1], ScheduleTick) and actions[-1].at_ms <= GENESIS_MS, "tick me now"
+    voted = core.handle(Tick(now_ms=GENESIS_MS + 600))   # the real time had moved on
+    assert any(isinstance(a, PersistSafety) for a in voted)
+
+    other = _core(net, voter)
+    too_early = GENESIS_MS + drift + 5_000
+    other.handle(MessageReceived(sender=leader, message=proposal(too_early)))
+    refused = other.handle(Tick(now_ms=GENESIS_MS + 600))
+    assert not any(isinstance(a, PersistSafety) for a in refused)
+    assert other.stats.invalid_proposals == 1
