@@ -72,6 +72,7 @@ class Net:
         self.votes_seen: dict[tuple[int, int], set[bytes]] = {}
         self.messages = 0
         self.persist_log: list[tuple[int, int]] = []
+        self._timer: dict[int, int] = {}
         """(node, highest round signed) for every PersistSafety, in order."""
         self.now_ms = GENESIS_MS
         self._queue: list[tuple[int, int, int, Event]] = []
@@ -93,6 +94,11 @@ class Net:
         self.cores[i] = self._new_core(i, None if wipe else self.disk[i], restore)
         if restore is None:
             self.chains[i] = []  # the new core starts from genesis and commits everything again
+        self.wake(i)
+
+    def wake(self, i: int) -> None:
+        """Deliver a Tick to node ``i`` now (e.g. when it comes back from being down)."""
+        self._timer[i] = self.now_ms
         self._push(self.now_ms, i, Tick(now_ms=self.now_ms))
 
     def run_until(self, until_ms: int) -> None:
@@ -101,6 +107,8 @@ class Net:
             self.now_ms = at_ms
             if node in self.down:
                 continue
+            if isinstance(event, Tick) and self._timer.get(node, at_ms) != at_ms:
+                continue  # a timer that was re-armed since
             self._carry_out(node, self.cores[node].handle(event))
         self.now_ms = until_ms
 
@@ -113,7 +121,9 @@ class Net:
             elif isinstance(action, (Send, Broadcast)):
                 self._send(node, action)
             elif isinstance(action, ScheduleTick):
+                # One timer per node, re-armed by every ScheduleTick (like node.driver).
                 at = max(self.now_ms, action.at_ms)
+                self._timer[node] = at
                 self._push(at, node, Tick(now_ms=at))
             elif isinstance(action, RequestPayload):
                 payload = tuple(b"tx-%d-%d" % (action.round, k) for k in range(self.txs_per_block))

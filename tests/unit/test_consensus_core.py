@@ -9,7 +9,6 @@ from consensus.actions import Broadcast
 from consensus.block_tree import BlockTree
 from consensus.config import ConsensusParams
 from consensus.core import RestorePoint, genesis_qc
-from consensus.events import Tick
 from consensus.pacemaker import round_timeout_ms
 from consensus.types import (
     Block,
@@ -120,7 +119,7 @@ def test_lagging_node_catches_up_by_fetching_blocks():
     gap = len(net.chains[0]) - len(net.chains[3])
     assert gap > 3 * params.max_fetch_blocks, "more than one fetch response can carry"
     net.down = set()
-    net._push(net.now_ms, 3, Tick(now_ms=net.now_ms))
+    net.wake(3)
     net.run_until(GENESIS_MS + 6_000)
     net.assert_agreement()
     assert len(net.chains[0]) - len(net.chains[3]) < 5
