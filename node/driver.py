@@ -94,7 +94,9 @@ SYNC_LAG_BLOCKS = 32
 """Start a committed-block catch-up when peers are this many blocks ahead."""
 SYNC_BATCH_BLOCKS = 128
 """Most blocks per SyncRequest."""
-SYNC_TIMEOUT_S = 5.0
+SYNC_TIMEOUT_S = 10.0
+SYNC_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Soft size limit of one sync response / block response (peer frames are capped at 32 MiB)."""
 DROPPED_KEPT = 100_000
 """Accepted-but-never-committable txs remembered for tx status queries."""
 LEADER_SHARE_ROUNDS = 200
@@ -219,6 +221,8 @@ class Driver:
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._hash_cache: dict[bytes, frozenset[bytes]] = {}
+        self._exec_lock = asyncio.Lock()
+        self._need_sync = False
         self.dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         """Accepted txs that can never commit (code, message), reported as failed by the API."""
         self._sync_waiter: asyncio.Future[SyncResponse] | None = None
@@ -344,7 +348,8 @@ class Driver:
         blocks: list[Block] = []
         wanted: bytes | None = request.block_id
         limit = min(request.count, self.params.max_fetch_blocks)
-        while wanted is not None and len(blocks) < limit:
+        total = 0
+        while wanted is not None and len(blocks) < limit and total < SYNC_RESPONSE_BYTES:
             block = self.recent_blocks.get(wanted)
             if block is None:
                 height = self.storage.height_of(wanted)
@@ -353,6 +358,7 @@ class Driver:
                     break
                 block = codec.decode(stored.block_bytes, Block)
             blocks.append(block)
+            total += sum(len(tx) for tx in block.payload) + 1024
             wanted = block.parent_id if block.height > 0 else None
         if blocks:
             self.transport.send(peer, FRAME_CONSENSUS, codec.encode(BlockResponse(blocks=tuple(blocks))))
@@ -374,8 +380,9 @@ class Driver:
     async def _run_with_sync(self) -> None:
         while not self._stopped:
             await self._catch_up()
-            safety = self.storage.load_safety()
-            self.core = self._make_core(safety)
+            async with self._exec_lock:  # the restore point must not move while the core is built
+                safety = self.storage.load_safety()
+                self.core = self._make_core(safety)
             self.syncing = False
             log.info("consensus running from height %d (safety data %s)",
                      self.exec.height if self.exec else 0, "loaded" if safety else "absent: guard armed")
@@ -389,7 +396,7 @@ class Driver:
             actions = self.core.handle(event)
             await self._carry_out(actions)
             if self._far_behind():
-                log.warning("peers are ahead (%d vs %d): catching up", max(self.peer_heights.values()),
+                log.warning("peers are ahead (%d vs %d): catching up", max(self.peer_heights.values(), default=0),
                             self.exec.height if self.exec else 0)
                 self.syncing = True
                 if self._timer is not None:
@@ -399,6 +406,9 @@ class Driver:
                 return
 
     def _far_behind(self) -> bool:
+        if self._need_sync:
+            self._need_sync = False
+            return True
         if not self.peer_heights or self.exec is None:
             return False
         ahead = sorted(self.peer_heights.values(), reverse=True)
@@ -591,13 +601,22 @@ class Driver:
             await self.execute_blocks(batch, proof, loop)
 
     async def execute_blocks(self, blocks: list[Block], proof: QuorumCert, loop: Any = None) -> None:
+        """Execute, store and announce committed ``blocks`` (one at a time: the commit
+        pipeline and a catch-up may both call this)."""
+        async with self._exec_lock:
+            await self._execute_locked(blocks, proof, loop or asyncio.get_running_loop())
+
+    async def _execute_locked(self, blocks: list[Block], proof: QuorumCert, loop: Any) -> None:
         assert self.exec is not None
-        loop = loop or asyncio.get_running_loop()
         blocks = [b for b in blocks if b.height > self.exec.height]
         if not blocks:
             return
         if blocks[0].height != self.exec.height + 1:
-            log.error("commit gap: executed %d, next committed %d", self.exec.height, blocks[0].height)
+            # Committed blocks we do not have (e.g. the core restarted above us): fetch them by height.
+            log.warning("commit gap: executed %d, next committed %d; catching up", self.exec.height,
+                        blocks[0].height)
+            self._need_sync = True
+            self._put(ev.Tick(now_ms=now_ms()))
             return
         done, snapshot = await loop.run_in_executor(
             self.exec_pool, self._apply_all, blocks, self.config.snapshot_every_blocks
@@ -668,10 +687,20 @@ class Driver:
 
     # ------------------------------------------------------------------ catch-up by height
     def on_sync_request(self, peer: int, request: SyncRequest) -> None:
+        """Answer with committed blocks from ``from_height``: at most ``count`` and about
+        ``SYNC_RESPONSE_BYTES``, ending at a block whose commit QC is stored."""
         head = self.storage.latest_height()
         first = max(1, request.from_height)
         last = min(head, first + min(max(request.count, 1), SYNC_BATCH_BLOCKS) - 1)
+        total = 0
+        for height, size in self.storage.block_sizes(first, last):
+            total += size
+            if total > SYNC_RESPONSE_BYTES:
+                last = max(first, height - 1)
+                break
         found = self.storage.commit_qc_at_or_below(last, first) if last >= first else None
+        if found is None and first <= head:
+            found = self.storage.commit_qc_at_or_above(first)  # a long commit: send it whole
         if found is None:
             response = SyncResponse(blocks=(), commit_qc=None, head_height=head)
         else:

@@ -367,6 +367,17 @@ class Storage:
         )
         return [StoredBlock(*row) for row in rows]
 
+    def block_sizes(self, first: int, last: int) -> list[tuple[int, int]]:
+        """``(height, encoded size)`` of stored blocks in ``first..last``, ascending."""
+        rows = self._read_all("SELECT height, length(data) FROM blocks WHERE height BETWEEN ? AND ? ORDER BY height",
+                              (first, last))
+        return [(int(h), int(n)) for h, n in rows]
+
+    def commit_qc_at_or_above(self, height: int) -> tuple[int, QuorumCert] | None:
+        """The lowest ``(h, qc)`` with ``h >= height`` where ``qc`` commits block ``h``."""
+        row = self._read_row("SELECT height, qc FROM commit_qcs WHERE height >= ? ORDER BY height LIMIT 1", (height,))
+        return None if row is None else (int(row[0]), codec.decode(row[1], QuorumCert))
+
     def receipts(self, height: int) -> bytes | None:
         return self._read_one("SELECT data FROM receipts WHERE height = ?", (height,))  # type: ignore[no-any-return]
 

@@ -63,7 +63,7 @@ def wait_until(what: str, check: Callable[[], Any], *, timeout_s: float = 60.0, 
         time.sleep(poll_s)
 
 
-def http_json(url: str, body: Any = None, *, timeout_s: float = 5.0) -> tuple[int, Any]:
+def http_json(url: str, body: Any = None, *, timeout_s: float = 15.0) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
@@ -120,7 +120,8 @@ def block_at(net: LocalNet, index: int, height: int) -> dict[str, Any] | None:
 def assert_same_chain(net: LocalNet, indexes: list[int], height: int) -> None:
     """Every node in ``indexes`` has identical block ids and state roots at 1..height (sampled)."""
     for h in sorted({1, height // 2 or 1, height}):
-        blocks = [block_at(net, i, h) for i in indexes]
+        blocks = [wait_until(f"block {h} on node {i}", lambda i=i, h=h: block_at(net, i, h), timeout_s=30)
+                  for i in indexes]
         assert all(b is not None for b in blocks), f"height {h} missing on some node"
         assert len({b["block_id"] for b in blocks}) == 1, f"block ids differ at height {h}"  # type: ignore[index]
         assert len({b["state_root"] for b in blocks}) == 1, f"state roots differ at height {h}"  # type: ignore[index]
