@@ -29,6 +29,8 @@ from node.sim.config import BEHAVIOURS, SimConfig
 DEFAULT_ROUNDS = 60
 LOSS_CHOICES = (0, 0, 0, 5, 10, 20)
 FAULT_DELAY_CHOICES_MS = (0, 0, 0, 500, 2_000)
+LOG_EVERY_RUNS = 500
+"""Without a terminal (CI logs, nohup), print a progress line this often."""
 
 
 def sweep_config(seed: int, *, nodes: Sequence[int] = (4, 7), rounds: int = DEFAULT_ROUNDS) -> SimConfig:
@@ -124,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                               style="red", markup=False)
                 console.print(f"reproduce with: {summary.reproduce}", markup=False)
             progress.update(task, advance=1, failed=len(failed))
+            done = int(progress.tasks[0].completed)
+            if not console.is_terminal and done % LOG_EVERY_RUNS == 0:
+                # No live bar in a log file: a line now and then instead.
+                console.print(f"{done}/{len(configs)} runs, {len(failed)} failed, "
+                              f"{progress.tasks[0].elapsed or 0.0:.0f} s", markup=False)
         elapsed_s = progress.tasks[0].elapsed or 0.0
     console.print(
         f"{len(configs)} runs (seeds {args.start}..{args.start + len(configs) - 1}, n in {nodes}, "
