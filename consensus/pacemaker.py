@@ -10,6 +10,12 @@ deadline from that fresh time.
 When the deadline passes the core signs and broadcasts a timeout; if it is still
 in the same round at the next deadline it re-broadcasts the same timeout (lost
 messages must not stall the network). Time only arrives as ``Tick`` events.
+
+Timeouts are broadcast to everyone and carry sync info, so a node that sees a
+timeout for a round above its own first jumps there on the certificate the sync
+info carries; ``f + 1`` timeouts for its current round (at least one from an honest
+node) make it time out too without waiting for its own deadline, and ``2f + 1``
+form a TC (``consensus.aggregator``) that moves everyone to the next round.
 """
 
 from __future__ import annotations
