@@ -401,6 +401,7 @@ class Backend:
         core = self.driver.core
         if core is None:
             return
+        self.driver.sync_stats()
         exec_ = self.driver.exec
         credits = exec_.state.credit.credits if exec_ is not None else ()
         for index, validator in enumerate(self.genesis.validators):

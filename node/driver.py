@@ -222,6 +222,7 @@ class Driver:
         self._background: set[asyncio.Task[Any]] = set()
         self._hash_cache: dict[bytes, frozenset[bytes]] = {}
         self._exec_lock = asyncio.Lock()
+        self._stats_seen: dict[tuple[int, str], int] = {}
         self._need_sync = False
         self.dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         """Accepted txs that can never commit (code, message), reported as failed by the API."""
@@ -294,6 +295,14 @@ class Driver:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run_with_sync(), name="driver"))
         self._tasks.append(loop.create_task(self._execute_loop(), name="execute"))
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("%s task died: %r (the node reports unhealthy)", task.get_name(), task.exception(),
+                         exc_info=task.exception())
 
     async def stop(self) -> None:
         self._stopped = True
@@ -393,7 +402,11 @@ class Driver:
         """Feed the core until a catch-up is needed."""
         while True:
             event = await self.events.get()
-            actions = self.core.handle(event)
+            try:
+                actions = self.core.handle(event)
+            except Exception:  # a core bug must not take the validator down with it
+                log.exception("consensus core failed on %s; event skipped", type(event).__name__)
+                continue
             await self._carry_out(actions)
             if self._far_behind():
                 log.warning("peers are ahead (%d vs %d): catching up", max(self.peer_heights.values(), default=0),
@@ -547,12 +560,22 @@ class Driver:
         if not self.syncing:
             self._put(ev.Tick(now_ms=now_ms()))
 
+    def sync_stats(self) -> None:
+        """Move the core's monotonic counters into the Prometheus counters."""
+        if self.core is None:
+            return
+        stats = self.core.stats
+        for name, counter in (("timeouts", self.metrics.timeouts), ("tcs", self.metrics.tcs),
+                              ("leader_changes", self.metrics.leader_changes)):
+            value = getattr(stats, name)
+            seen = self._stats_seen.get((id(self.core), name), 0)
+            if value > seen:
+                counter.inc(value - seen)
+            self._stats_seen = {k: v for k, v in self._stats_seen.items() if k[0] == id(self.core)}
+            self._stats_seen[(id(self.core), name)] = value
+
     def _on_round(self, action: act.RoundEntered) -> None:
-        if action.via_timeout:
-            self.metrics.timeouts.inc()
-            self.metrics.tcs.inc()
-        if self._last_leader is not None and action.leader != self._last_leader:
-            self.metrics.leader_changes.inc()
+        self.sync_stats()
         self._last_leader = action.leader
         self.round, self.leader = action.round, action.leader
         self.recent_leaders.append(action.leader)
