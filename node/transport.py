@@ -353,6 +353,8 @@ class Transport:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     if msg.type == aiohttp.WSMsgType.ERROR:
+                        too_big = "size" in str(ws.exception()).lower()
+                        self._drop("oversized" if too_big else "malformed")
                         break
                     self._bad(link, "malformed")
                     continue
