@@ -156,3 +156,28 @@ async def test_admission_then_commit_then_status(node: Any) -> None:
         await backend.stop()
         await driver.stop()
         await storage.close()
+
+
+async def test_restart_loads_the_latest_snapshot_and_replays_the_blocks_after_it(node: Any) -> None:
+    import msgspec
+
+    driver, _backend, storage, _ = node
+    driver.config = msgspec.structs.replace(driver.config, snapshot_every_blocks=2)
+    qc = genesis_qc(driver.genesis_block)
+    blocks = []
+    for height in (1, 2, 3):
+        header = BlockHeader(epoch=0, round=height, height=height, parent_qc=qc, author=height % 4,
+                             timestamp_ms=driver.genesis.genesis_time_ms + height, tx_root=payload_root(()),
+                             executed_height=0, executed_state_root=bytes(32))
+        blocks.append(Block(header=header))
+    await driver.execute_blocks(blocks, qc)
+    assert storage.latest_snapshot()[0] == 2  # type: ignore[index]
+    root, credit = driver.exec.root, driver.exec.state.credit
+    reloaded = Driver(config=driver.config, genesis=driver.genesis, signer=driver.signer, storage=storage,
+                      mempool=Mempool(capacity=10, account_limit=10), metrics=NodeMetrics(),
+                      verified=BoundedSet(10), admitted_at={})
+    reloaded.load()  # snapshot at 2, then block 3 replayed
+    assert (reloaded.exec.height, reloaded.exec.root, reloaded.exec.state.credit) == (3, root, credit)
+    assert [s.round for s in reloaded.exec.history][-3:] == [1, 2, 3]
+    await driver.stop()
+    await storage.close()
