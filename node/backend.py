@@ -50,6 +50,7 @@ from node.transport import FRAME_TXS
 log = logging.getLogger("gridchain.backend")
 
 RECEIPT_CACHE_BLOCKS = 64
+
 VERIFY_CHUNK = 256
 
 
@@ -111,6 +112,8 @@ class Backend:
         self._journal_wakeup = asyncio.Event()
         self._gossip: list[bytes] = []
         self._gossip_wakeup = asyncio.Event()
+        self._gossip_in: asyncio.Queue[tuple[bytes, ...]] | None = (
+            asyncio.Queue(maxsize=config.gossip_admission_queue) if config.gossip_admission_queue > 0 else None)
         self._receipt_cache: OrderedDict[int, StoredReceipts] = OrderedDict()
         self._tasks: list[asyncio.Task[Any]] = []
         self.started_at = time.monotonic()
@@ -121,6 +124,7 @@ class Backend:
         self._tasks += [
             loop.create_task(self._journal_loop(), name="journal"),
             loop.create_task(self._gossip_loop(), name="gossip"),
+            loop.create_task(self._gossip_admission_loop(), name="gossip-admission"),
             loop.create_task(self._housekeeping(), name="housekeeping"),
         ]
 
@@ -246,11 +250,30 @@ class Backend:
         return stored
 
     # ------------------------------------------------------------------ admission
-    async def on_gossip(self, peer: int, raws: tuple[bytes, ...]) -> None:
-        """Transactions from a peer: admitted like API ones, but not journaled or re-gossiped."""
+    def on_gossip(self, peer: int, raws: tuple[bytes, ...]) -> Any:
+        """Transactions from a peer, admitted like API ones but not journaled or re-gossiped.
+
+        With ``gossip_admission_queue`` > 0 they are queued, so the peer's link goes on
+        delivering consensus messages meanwhile; when that many batches wait, further ones
+        are dropped (the origin still holds them and proposes them when it leads). With 0
+        they are admitted inline and the link waits (back-pressure on the sending peer)."""
+        if self._gossip_in is None:
+            return self._admit_gossip(raws)
+        if self._gossip_in.full():
+            self.metrics.dropped.labels(reason="gossip_overflow").inc()
+            return
+        self._gossip_in.put_nowait(raws)
+
+    async def _admit_gossip(self, raws: tuple[bytes, ...]) -> None:
         fresh = [raw for raw in raws if codec.digest(raw) not in self.mempool]
         if fresh:
             await self._admit(fresh, journal=False, gossip=False, source="gossip")
+
+    async def _gossip_admission_loop(self) -> None:
+        if self._gossip_in is None:
+            return
+        while True:
+            await self._admit_gossip(await self._gossip_in.get())
 
     async def _admit(self, raws: list[bytes], *, journal: bool, gossip: bool, source: str) -> list[SubmitResult]:
         results: list[SubmitResult | None] = [None] * len(raws)

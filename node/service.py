@@ -89,7 +89,8 @@ class NodeService:
             raise ConfigError(f"{KEY_FILE} is not the key of genesis validator {self.config.node_id}")
         self.metrics = NodeMetrics()
         self.metrics.init_labels([v.name for v in validators], (*DROP_REASONS, "invalid", "bad_sync",
-                                                                 "event_queue_full", "mempool_full"))
+                                                                 "event_queue_full", "mempool_full",
+                                                                 "gossip_overflow"))
         self.metrics.mempool_capacity.set(self.config.mempool_capacity)
         self.metrics.leader_threshold.set(self.genesis.consensus.credit.leader_threshold)
         self.storage = Storage.open(data_path(self.home, self.config))
