@@ -313,6 +313,9 @@ class Driver:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
+        for task in list(self._background):  # pending-block writes still queued for the database
+            with contextlib.suppress(BaseException):
+                await task
         self.exec_pool.shutdown(wait=True)
 
     # ------------------------------------------------------------------ inputs
