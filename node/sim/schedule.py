@@ -10,6 +10,10 @@ milliseconds.
 
 Instances: validator ``i`` runs as instance ``i``; the twin of a twinned
 validator runs as instance ``nodes + k`` (k-th twin).
+
+With twins, half of the partition episodes put every twin on the other side
+from its original (the Twins method: each side sees one copy of the key), the
+other half split all instances at random.
 """
 
 from __future__ import annotations
@@ -93,9 +97,15 @@ def make_plan(config: SimConfig) -> FaultPlan:
     partitions: list[PartitionPlan] = []
     if config.partition:
         instances = list(range(instance_count(config)))
+        twin_of = {n + k: index for k, index in enumerate(byzantine)} if config.behaviour == "twins" else {}
         for _ in range(rng.randint(1, 2)):
             while True:
                 sides = [rng.randrange(2) for _ in instances]
+                if twin_of and rng.randrange(2):
+                    # Twins-style split: every twin on the other side from its
+                    # original, so both sides can hold a quorum of keys.
+                    for twin, original in twin_of.items():
+                        sides[twin] = 1 - sides[original]
                 if 0 < sum(sides) < len(instances):
                     break
             groups = tuple(
