@@ -44,6 +44,9 @@ from node.transport import DROP_REASONS, Transport
 
 log = logging.getLogger("gridchain.service")
 
+SHUTDOWN_TIMEOUT_S = 2.0
+"""How long a stopping node waits for open connections (peer links, event streams) to close."""
+
 VERIFIED_CACHE = 400_000
 """Most tx hashes remembered as signature-checked."""
 
@@ -150,7 +153,8 @@ class NodeService:
         return web.json_response({"partitioned": on})
 
     async def _serve(self, app: web.Application, port: int, ssl_context: Any = None) -> None:
-        runner = web.AppRunner(app, access_log=None)
+        # Open peer WebSockets and event streams must not hold a shutdown for long.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, self.config.listen_host, port, ssl_context=ssl_context,
                            reuse_address=True)
@@ -174,12 +178,14 @@ class NodeService:
 
     async def stop(self) -> None:
         log.info("shutting down")
+        # Leave consensus first, then close peer links, then the listeners: a stopping
+        # node must not keep voting while its HTTP listeners drain.
+        await self.driver.stop()
+        await self.transport.stop()
         for runner in self._runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
-        await self.driver.stop()
         await self.backend.stop()
-        await self.transport.stop()
         await self.storage.close()
         self.stopped.set()
 
