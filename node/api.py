@@ -129,6 +129,11 @@ class NodeBackend(Protocol):
         """Latest executed contracts state (read-only for the API)."""
         ...
 
+    async def read_state(self) -> Any:
+        """``state`` at a block boundary: waits while a block is being applied. Use the
+        result without awaiting in between, so no later block can start under it."""
+        ...
+
     def status(self) -> dict[str, Any]: ...
 
     async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]: ...
@@ -376,7 +381,7 @@ class _Api:
             "chain_id": b.chain_id, "node_id": b.node_id, "node_name": b.node_name, "role": b.role,
         }
         out.update(b.status())
-        out["market"] = views.market_info(b.genesis, b.state)
+        out["market"] = views.market_info(b.genesis, await b.read_state())
         return _json(out)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -476,23 +481,23 @@ class _Api:
 
     async def account(self, request: web.Request) -> web.Response:
         address = _address(request.match_info["address"])
-        return _json(self._found(views.account(self.backend.state, address), "account"))
+        return _json(self._found(views.account(await self.backend.read_state(), address), "account"))
 
     async def slot(self, request: web.Request) -> web.Response:
         slot = _uint(request.match_info["slot"], what="slot")
-        return _json(self._found(views.slot(self.backend.state, self.backend.genesis, slot), "slot"))
+        return _json(self._found(views.slot(await self.backend.read_state(), self.backend.genesis, slot), "slot"))
 
     async def order(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
         _hex_bytes(order_id, what="order id", size=32)
-        return _json(self._found(views.order(self.backend.state, order_id), "order"))
+        return _json(self._found(views.order(await self.backend.read_state(), order_id), "order"))
 
     async def trades(self, request: web.Request) -> web.Response:
         account = request.query.get("account")
         slot = request.query.get("slot")
         limit = _uint(request.query.get("limit", "1000"), what="limit")
         out = views.trades(
-            self.backend.state,
+            await self.backend.read_state(),
             account=_address(account, what="account") if account else None,
             slot=_uint(slot, what="slot") if slot else None,
             limit=min(limit, 10_000),
@@ -502,18 +507,18 @@ class _Api:
     async def trace(self, request: web.Request) -> web.Response:
         trade_id = request.match_info["trade_id"]
         out = await views.trace_with_proofs(
-            self.backend.state, trade_id, self.backend.block, self.backend.receipt_leaves
+            await self.backend.read_state(), trade_id, self.backend.block, self.backend.receipt_leaves
         )
         if out is None:
             raise ApiError("not_found", "unknown trade")
         return _json(out)
 
     async def validators(self, request: web.Request) -> web.Response:
-        return _json({"validators": views.validators(self.backend.state, self.backend.genesis)})
+        return _json({"validators": views.validators(await self.backend.read_state(), self.backend.genesis)})
 
     async def dispatch(self, request: web.Request) -> web.Response:
         account = request.query.get("account")
-        out = views.dispatch(self.backend.state, _address(account, what="account") if account else None)
+        out = views.dispatch(await self.backend.read_state(), _address(account, what="account") if account else None)
         return _json({"dispatch": out})
 
     @staticmethod

@@ -154,6 +154,13 @@ class Backend:
         assert self.driver.exec is not None
         return self.driver.exec.state
 
+    async def read_state(self) -> Any:
+        idle = self.driver.state_idle
+        while not idle.is_set():
+            await idle.wait()
+        # No await between the check and the return: the caller gets the state at a block boundary.
+        return self.state
+
     def status(self) -> dict[str, Any]:
         d = self.driver
         core = d.core

@@ -222,6 +222,9 @@ class Driver:
         self._background: set[asyncio.Task[Any]] = set()
         self._hash_cache: dict[bytes, frozenset[bytes]] = {}
         self._exec_lock = asyncio.Lock()
+        self.state_idle = asyncio.Event()
+        """Set while no block is being applied: the contracts state sits at a block boundary."""
+        self.state_idle.set()
         self._stats_seen: dict[tuple[int, str], int] = {}
         self._need_sync = False
         self.dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
@@ -644,9 +647,15 @@ class Driver:
             self._need_sync = True
             self._put(ev.Tick(now_ms=now_ms()))
             return
-        done, snapshot = await loop.run_in_executor(
-            self.exec_pool, self._apply_all, blocks, self.config.snapshot_every_blocks
-        )
+        # apply_block mutates the state in place on the worker thread; readers wait
+        # for state_idle so they never see a half-applied block.
+        self.state_idle.clear()
+        try:
+            done, snapshot = await loop.run_in_executor(
+                self.exec_pool, self._apply_all, blocks, self.config.snapshot_every_blocks
+            )
+        finally:
+            self.state_idle.set()
         history = codec.encode(tuple(self.exec.history))
         await self.storage.store_committed([d.record for d in done], commit_qc=proof, snapshot=snapshot,
                                            extra_meta=[("credit_history", history)],

@@ -86,6 +86,9 @@ class MemoryBackend:
     def state(self) -> Any:
         return self._state
 
+    async def read_state(self) -> Any:
+        return self._state
+
     def status(self) -> dict[str, Any]:
         return {"height": self._state.meta.height, "round": len(self.blocks), "leader": 0,
                 "state_root": self._state.root.hex(), "peers": 3, "syncing": False,
