@@ -121,12 +121,14 @@ class Backend:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # Every task here runs until stop(); healthy() reports a finished one as a failure.
         self._tasks += [
             loop.create_task(self._journal_loop(), name="journal"),
             loop.create_task(self._gossip_loop(), name="gossip"),
-            loop.create_task(self._gossip_admission_loop(), name="gossip-admission"),
             loop.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if self._gossip_in is not None:
+            self._tasks.append(loop.create_task(self._gossip_admission_loop(), name="gossip-admission"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -277,8 +279,7 @@ class Backend:
             await self._admit(fresh, journal=False, gossip=False, source="gossip")
 
     async def _gossip_admission_loop(self) -> None:
-        if self._gossip_in is None:
-            return
+        assert self._gossip_in is not None
         while True:
             await self._admit_gossip(await self._gossip_in.get())
 

@@ -286,3 +286,11 @@ def test_bad_input_on_a_live_devnet_is_4xx_and_changes_nothing(devnet: dict[str,
     after = http_get(f"{url}/v1/accounts/{consumer.address}")
     assert (after["nonce"], after["balance_u"]) == (before["nonce"], before["balance_u"])
     assert http_get(f"{url}/v1/status")["mempool_size"] == 0
+
+
+def test_every_running_node_reports_healthy_and_ready(devnet: dict[str, Any]) -> None:
+    """Setup: the devnet has been up for a while. Check: /healthz and /readyz answer 200
+    with status ok on every node (container health checks and load balancers rely on it)."""
+    for url in devnet["urls"]:
+        assert http_get(f"{url}/healthz") == {"status": "ok"}, url
+        assert http_get(f"{url}/readyz") is not None, url
