@@ -32,7 +32,7 @@ test-fast: install lint
 
 ## The long local simulator sweep (10,000 seeded runs).
 sim-sweep: install
-	$(BIN)/python -m node.sim.sweep --runs 10000
+	$(BIN)/python -m node.sim.sweep --runs 10000 --jobs 2
 
 ## A local 4-node consortium on 127.0.0.1 with SQLite storage, trading a demo day.
 devnet: install
