@@ -238,14 +238,13 @@ def clear_slot(ctx: BlockContext, slot: int) -> None:
         buy, sell = state.orders[str(fill.buy_order)], state.orders[str(fill.sell_order)]
         trade_id = f"{slot}-{k}"
         x = fill.quantity_wh
-        location = ctx.emit(TradeRecord(
+        record = TradeRecord(
             trade_id=trade_id, slot=slot, buyer=buy.owner, seller=sell.owner,
             buy_order=buy.order_id, sell_order=sell.order_id, quantity_wh=x,
-            price_u_per_wh=price, fee_u_per_wh=fee, energy_type=sell.energy_type))
-        state.put("trades", trade_id, Trade(
-            trade_id=trade_id, slot=slot, buyer=buy.owner, seller=sell.owner,
-            buy_order=buy.order_id, sell_order=sell.order_id, quantity_wh=x,
-            price_u_per_wh=price, fee_u_per_wh=fee, energy_type=sell.energy_type, location=location))
+            price_u_per_wh=price, fee_u_per_wh=fee, energy_type=sell.energy_type)
+        # The state keeps the proven leaf's fields plus where the leaf was emitted.
+        location = ctx.emit(record)
+        state.put("trades", trade_id, Trade(**msgspec.structs.asdict(record), location=location))
         filled[buy.order_id] = filled.get(buy.order_id, 0) + x
         filled[sell.order_id] = filled.get(sell.order_id, 0) + x
         add(buy.owner, bought_wh=x, paid_u=price * x, trade_id=trade_id)
