@@ -25,6 +25,8 @@ certificates and blocks it learns about.
 
 from __future__ import annotations
 
+import msgspec
+
 from consensus import codec, crypto
 from consensus.committee import Committee
 from consensus.types import (
@@ -185,13 +187,11 @@ class SafetyRules:
         signature = self._signer.sign(chain_id=self._committee.chain_id, kind=crypto.KIND_VOTE,
                                       message=codec.encode(vote_data))
         vote = Vote(vote_data=vote_data, author=self._me, signature=signature)
-        self._data = SafetyData(
-            epoch=self._data.epoch,
+        self._data = msgspec.structs.replace(
+            self._data,
             last_voted_round=round,
             one_chain_round=max(self._data.one_chain_round, qc_round),
-            highest_timeout_round=self._data.highest_timeout_round,
             last_vote=vote,
-            last_timeout=self._data.last_timeout,
             high_qc=high_qc,
             high_tc=high_tc,
         )
@@ -224,12 +224,10 @@ class SafetyRules:
         signature = self._signer.sign(chain_id=self._committee.chain_id, kind=crypto.KIND_TIMEOUT,
                                       message=codec.encode(data))
         timeout = Timeout(data=data, author=self._me, signature=signature)
-        self._data = SafetyData(
-            epoch=self._data.epoch,
+        self._data = msgspec.structs.replace(
+            self._data,
             last_voted_round=max(self._data.last_voted_round, round),
-            one_chain_round=self._data.one_chain_round,
             highest_timeout_round=round,
-            last_vote=self._data.last_vote,
             last_timeout=timeout,
             high_qc=high_qc,
             high_tc=tc,
