@@ -103,11 +103,15 @@ def _load(path: str, type_: type[Any]) -> Any:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     try:
+        data.decode("utf-8")  # judged here, not by whichever exception a codec version raises
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: malformed JSON (invalid UTF-8 at byte {exc.start})") from None
+    try:
         return msgspec.json.decode(data, type=type_, strict=True)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
         raise InputError(f"{path}: {exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: malformed JSON (invalid UTF-8)") from None
+    except msgspec.DecodeError as exc:
+        raise InputError(f"{path}: malformed JSON: {exc}") from None
 
 
 def run_clear(data: ClearInput) -> dict[str, Any]:
