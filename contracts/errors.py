@@ -44,6 +44,8 @@ STALE_NONCE = "stale_nonce"
 NOT_REGISTERED = "not_registered"
 WRONG_SIGNER = "wrong_signer"
 UNAUTHORIZED = "unauthorized"
+INTERNAL_ERROR = "internal_error"
+"""An unexpected exception in a handler: the transaction failed and was rolled back (a bug)."""
 
 # Contract codes.
 ALREADY_REGISTERED = "already_registered"

@@ -12,9 +12,18 @@ Theory of operation
 2. the transactions in block order. Each is decoded, its signature verified unless
    its hash is in ``verified`` (the node checked it at admission), authenticated
    (``authenticate``: chain, expiry, signer, nonce, account status) and applied
-   inside a state snapshot. Any ``TxError`` rolls the snapshot back: a failed
-   transaction changes nothing (not even the nonce) and yields a failed receipt
-   with its stable code. A success advances the sender's nonce.
+   inside a state snapshot. Any ``TxError`` rolls the snapshot back and yields a
+   failed receipt with its stable code; any other exception does the same with the
+   code ``internal_error`` (a bug in one handler fails that transaction, never the
+   block). Resource exhaustion (``MemoryError``, ``RecursionError``) is not caught:
+   it may differ between nodes, so it must stop this node rather than fork it.
+
+Nonces: every transaction that passed ``authenticate`` consumes its nonce, whether
+its handler succeeded or failed (``Receipt.nonce_consumed``), so the raw bytes of a
+failed transaction can never be included again and succeed later. A transaction
+that fails authentication (bad signature, stale nonce, unknown sender, ...) is not
+attributable to the sender and consumes nothing. A ``register_request`` has no
+account to hold a nonce until it succeeds.
 
 Every record (system events, each transaction's events and its receipt) is a leaf
 of the block's Merkle tree (``BlockResult.receipts_root``, ``BlockResult.leaves``);
@@ -54,6 +63,7 @@ from contracts.transactions import (
     SubmitReading,
     SuspendAccount,
     Transfer,
+    Tx,
     decode_signed_tx,
     verify_signature,
 )
@@ -101,6 +111,9 @@ class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sender: str
     location: Location
     """Where the receipt leaf is proven."""
+    nonce_consumed: bool = False
+    """The transaction passed authentication and used up its nonce (failed or not): this
+    inclusion is the one that counts for its hash (the tx index keeps it)."""
 
 
 class BlockResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -279,6 +292,10 @@ def _credit_and_rewards(ctx: BlockContext, block: BlockInput) -> None:
                           proposer_u=t.block_reward_proposer_u, voter_u=t.block_reward_voter_u))
 
 
+NOT_CAUGHT: tuple[type[BaseException], ...] = (MemoryError, RecursionError)
+"""Exceptions that depend on the node, not on the block: they propagate (the node halts)."""
+
+
 def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Receipt:
     state = ctx.state
     mark = ctx.mark()
@@ -287,38 +304,61 @@ def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Rece
         stx = decode_signed_tx(raw)
     except errors.TxError as exc:
         return _receipt(ctx, codec.digest(raw), kind, sender, exc)
+    except NOT_CAUGHT:
+        raise
+    except Exception as exc:  # a decoder bug must fail one tx, not the block
+        return _receipt(ctx, codec.digest(raw), kind, sender, _internal(exc))
     tx = stx.tx
     kind, sender = tx.kind, tx.sender
     try:
         if stx.tx_hash not in verified and not verify_signature(stx):
             raise errors.fail(errors.BAD_SIGNATURE, "signature does not verify")
-        authenticate(state, stx, now_ms=ctx.timestamp_ms)
+        account = authenticate(state, stx, now_ms=ctx.timestamp_ms)
     except errors.TxError as exc:
         return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+    except NOT_CAUGHT:
+        raise
+    except Exception as exc:  # a bug must fail one tx, not the block
+        return _receipt(ctx, stx.tx_hash, kind, sender, _internal(exc))
     state.begin()
     try:
         HANDLERS[type(tx.body)](ctx, tx, tx.body, stx.tx_hash)
-        account = state.accounts[tx.sender]
-        if isinstance(tx.body, SubmitReading):
-            state.put("accounts", tx.sender, replace(account, meter_nonce=tx.nonce))
-        else:
-            state.put("accounts", tx.sender, replace(account, nonce=tx.nonce))
-    except errors.TxError as exc:
+    except NOT_CAUGHT:
+        state.rollback()
+        raise
+    except Exception as exc:  # TxError or a bug: the tx fails, nothing else
         state.rollback()
         ctx.truncate(mark)
-        return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+        failure = exc if isinstance(exc, errors.TxError) else _internal(exc)
+        if account is not None:
+            _consume_nonce(state, tx)
+        return _receipt(ctx, stx.tx_hash, kind, sender, failure, nonce_consumed=account is not None)
+    _consume_nonce(state, tx)
     state.commit()
-    return _receipt(ctx, stx.tx_hash, kind, sender, None)
+    return _receipt(ctx, stx.tx_hash, kind, sender, None, nonce_consumed=True)
+
+
+def _internal(exc: Exception) -> errors.TxError:
+    return errors.fail(errors.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _consume_nonce(state: State, tx: Tx) -> None:
+    """Record ``tx.nonce`` as the sender's last used nonce (the meter sequence for readings)."""
+    account = state.accounts[tx.sender]
+    if isinstance(tx.body, SubmitReading):
+        state.put("accounts", tx.sender, replace(account, meter_nonce=tx.nonce))
+    else:
+        state.put("accounts", tx.sender, replace(account, nonce=tx.nonce))
 
 
 def _receipt(ctx: BlockContext, tx_hash: bytes, kind: str, sender: str,
-             exc: errors.TxError | None) -> Receipt:
+             exc: errors.TxError | None, *, nonce_consumed: bool = False) -> Receipt:
     code = "ok" if exc is None else exc.code
     location = ctx.emit(TxReceipt(tx_hash=tx_hash, index=ctx.tx_index, kind=kind, sender=sender,
                                   ok=exc is None, code=code))
     return Receipt(tx_hash=tx_hash, index=ctx.tx_index, ok=exc is None, code=code,
                    message="" if exc is None else exc.message, kind=kind, sender=sender,
-                   location=location)
+                   location=location, nonce_consumed=nonce_consumed)
 
 
 def apply_block(state: State, block: BlockInput, *, verified: Container[bytes] = frozenset()

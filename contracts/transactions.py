@@ -22,8 +22,9 @@ Who signs (checked by ``contracts.executor``, which knows the state):
 * every other kind: ``address(public_key) == sender``.
 
 Nonces are strictly increasing per sender starting at 1 (gaps allowed, a nonce at
-or below the last accepted one is ``stale_nonce``). A transaction that fails
-changes nothing, not even the nonce. ``expires_at_ms``: the including block's
+or below the last used one is ``stale_nonce``). An included transaction that passes
+authentication uses its nonce up even when it fails (its other changes are rolled
+back), so it can never be included again. ``expires_at_ms``: the including block's
 timestamp must be below it.
 
 Notarisation carries every party's co-signature in the one transaction:

@@ -609,7 +609,7 @@ class Driver:
             record = BlockRecord(
                 block=block, block_bytes=codec.encode(block), block_id=bid, state_root=result.state_root,
                 receipts_root=result.receipts_root, receipts_bytes=receipts_bytes,
-                tx_results=[(r.tx_hash, r.code) for r in receipts],
+                tx_results=[(r.tx_hash, r.code, r.nonce_consumed) for r in receipts],
             )
             self.exec.record_credit(block, bid)
             out.append(Executed(block=block, block_id=bid, receipts=receipts, leaves=result.leaves,

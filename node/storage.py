@@ -8,7 +8,8 @@ Everything a node must not forget lives in ``<data_dir>/chain.sqlite``:
                   QC that committed the latest block;
 * ``blocks``    — committed blocks by height (canonical bytes), with the state
                   root and receipts root their execution produced;
-* ``txs``       — tx hash -> (height, index, result code) for every committed tx;
+* ``txs``       — tx hash -> (height, index, result code) of the inclusion that counted
+                  (used up the nonce), else of the first inclusion;
 * ``receipts``  — the encoded receipt list of each height (for proofs);
 * ``snapshots`` — the encoded contracts state every K blocks (the latest two
                   are kept); a restart loads the newest and replays the blocks
@@ -103,8 +104,9 @@ class BlockRecord:
     receipts_root: bytes
     receipts_bytes: bytes
     """The encoded receipt list (opaque to storage)."""
-    tx_results: Sequence[tuple[bytes, str]]
-    """(tx hash, result code) in block order; "ok" for success."""
+    tx_results: Sequence[tuple[bytes, str, bool]]
+    """(tx hash, result code, counted) in block order; "ok" for success. ``counted``: the
+    inclusion used up the tx's nonce (``Receipt.nonce_consumed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +292,8 @@ class Storage:
             return
         block_rows = []
         receipt_rows = []
-        tx_rows = []
+        counted_rows: list[tuple[bytes, int, int, str]] = []
+        uncounted_rows: list[tuple[bytes, int, int, str]] = []
         journal_rows = []
         for rec in records:
             height = rec.block.height
@@ -298,15 +301,18 @@ class Storage:
                 (height, rec.block_id, rec.block.round, rec.block_bytes, rec.state_root, rec.receipts_root)
             )
             receipt_rows.append((height, rec.receipts_bytes))
-            for index, (tx_hash, code) in enumerate(rec.tx_results):
-                tx_rows.append((tx_hash, height, index, code))
+            for index, (tx_hash, code, counted) in enumerate(rec.tx_results):
+                (counted_rows if counted else uncounted_rows).append((tx_hash, height, index, code))
                 if journaled is None or tx_hash in journaled:
                     journal_rows.append((tx_hash,))
         statements: list[tuple[str, Any]] = [
             ("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?)", block_rows),
             ("INSERT OR REPLACE INTO receipts VALUES (?, ?)", receipt_rows),
-            # A tx hash commits once; a duplicate inclusion keeps the first location.
-            ("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)", tx_rows),
+            # The index records the inclusion that counted (used up the nonce; at most one per
+            # hash, the latest for a registration re-sent after its request was dropped); a hash
+            # never counted keeps its first inclusion. So counted rows replace, others only fill.
+            ("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)", uncounted_rows),
+            ("INSERT OR REPLACE INTO txs VALUES (?, ?, ?, ?)", counted_rows),
             ("DELETE FROM journal WHERE hash = ?", journal_rows),
         ]
         if records:

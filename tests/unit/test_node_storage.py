@@ -20,7 +20,7 @@ def _block(height: int, payload: tuple[bytes, ...] = ()) -> Block:
 def _record(block: Block) -> BlockRecord:
     return BlockRecord(block=block, block_bytes=codec.encode(block), block_id=codec.digest_of(block.header),
                        state_root=bytes([block.height]) * 32, receipts_root=bytes(32), receipts_bytes=b"r",
-                       tx_results=[(codec.digest(tx), "ok") for tx in block.payload])
+                       tx_results=[(codec.digest(tx), "ok", True) for tx in block.payload])
 
 
 async def test_safety_data_survives_reopen(tmp_path: Path) -> None:
@@ -65,4 +65,28 @@ async def test_blocks_index_and_snapshots_are_bounded(tmp_path: Path) -> None:
     assert store.receipts(5) == b"r"
     assert set(store.tx_locations([codec.digest(b"t1"), codec.digest(b"zz")])) == {codec.digest(b"t1")}
     assert store.load_commit_qc() == _block(5).header.parent_qc
+    await store.close()
+
+
+async def test_tx_index_keeps_the_inclusion_that_counted(tmp_path: Path) -> None:
+    """The same raw tx included three times: first not counted (sender not yet active),
+    then counted (failed, nonce used up), then replayed (stale, not counted). The index
+    shows the counted one; a hash that never counted keeps its first inclusion."""
+    store = Storage.open(tmp_path)
+    h, other = codec.digest(b"tx"), codec.digest(b"never")
+
+    def record(height: int, results: list[tuple[bytes, str, bool]]) -> BlockRecord:
+        block = _block(height)
+        return BlockRecord(block=block, block_bytes=codec.encode(block), block_id=codec.digest_of(block.header),
+                           state_root=bytes(32), receipts_root=bytes(32), receipts_bytes=b"r",
+                           tx_results=results)
+
+    await store.store_committed([record(1, [(h, "not_registered", False), (other, "bad_signature", False)])],
+                                commit_qc=None)
+    await store.store_committed([record(2, [(other, "bad_signature", False), (h, "insufficient_balance", True)]),
+                                 record(3, [(h, "stale_nonce", False)])], commit_qc=None)
+    loc = store.tx_location(h)
+    assert loc is not None and (loc.height, loc.index, loc.code) == (2, 1, "insufficient_balance")
+    first = store.tx_location(other)
+    assert first is not None and (first.height, first.code) == (1, "bad_signature")
     await store.close()

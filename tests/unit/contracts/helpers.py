@@ -18,7 +18,7 @@ from contracts.genesis import (
     initial_state,
 )
 from contracts.state import State, decode_state, encode_state
-from contracts.transactions import Tx, sign_tx
+from contracts.transactions import SubmitReading, Tx, decode_signed_tx, sign_tx
 
 CHAIN_ID = "test-chain"
 SLOT_MS = 1_000
@@ -113,15 +113,25 @@ class Chain:
 
     def expect_rejected(self, raw: bytes, code: str, *, at_ms: int | None = None) -> Receipt:
         """Apply a block holding only ``raw``; check the code and that the state equals
-        the state after the same block without it (nothing changed, root included)."""
+        the state after the same block without it (root included), except that a
+        transaction that passed authentication has consumed its nonce."""
         twin = decode_state(encode_state(self.state))
         block = self.block_input([raw], at_ms)
         _, receipts, _ = apply_block(self.state, block)
-        apply_block(twin, msgspec.structs.replace(block, txs=[]))
         self.height = block.height
         self.now_ms = block.timestamp_ms
         assert receipts[0].code == code, (receipts[0].code, receipts[0].message)
         assert not receipts[0].ok
+        if receipts[0].nonce_consumed:
+            stx = decode_signed_tx(raw)
+            before = twin.accounts[stx.tx.sender]
+            field = "meter_nonce" if isinstance(stx.tx.body, SubmitReading) else "nonce"
+            assert getattr(self.state.accounts[stx.tx.sender], field) == stx.tx.nonce
+            assert getattr(before, field) < stx.tx.nonce
+            twin.begin()  # the same write, inside the twin's block, so the roots match
+            twin.put("accounts", stx.tx.sender, msgspec.structs.replace(before, **{field: stx.tx.nonce}))
+            twin.commit()
+        apply_block(twin, msgspec.structs.replace(block, txs=[]))
         assert encode_state(self.state) == encode_state(twin)
         return receipts[0]
 

@@ -137,3 +137,38 @@ def test_slot_status_of_slots_with_and_without_records() -> None:
     chain.ok(at_ms=4_000)
     assert (slot_status(chain.state, 1), slot_status(chain.state, 2)) == ("settled", "settled")
     assert slot_status(chain.state, 9) == "open"
+
+
+def test_an_unexpected_exception_fails_only_its_own_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that mutates state and then raises a plain exception (a bug) yields an
+    ``internal_error`` receipt, rolled back except for the consumed nonce; the
+    transactions before and after it in the same block apply normally."""
+    chain = Chain()
+    place = executor.HANDLERS[PlaceOrder]
+
+    def buggy(ctx, tx, body, tx_hash) -> None:
+        place(ctx, tx, PlaceOrder(slot=1, side="buy", price_u_per_wh=10, quantity_wh=10), tx_hash)
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setitem(executor.HANDLERS, Transfer, buggy)
+    receipt = chain.expect_rejected(chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=1)),
+                                    errors.INTERNAL_ERROR)
+    assert receipt.nonce_consumed and "ZeroDivisionError" in receipt.message
+    assert chain.state.orders == {} and chain.account("con").locked_u == 0
+    before, after = (chain.tx("pro", PlaceOrder(slot=2, side="buy", price_u_per_wh=5, quantity_wh=1)),
+                     chain.tx("gen", PlaceOrder(slot=2, side="sell", price_u_per_wh=5, quantity_wh=1)))
+    receipts, _ = chain.block(before, chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=1)), after)
+    assert [r.code for r in receipts] == ["ok", errors.INTERNAL_ERROR, "ok"]
+    assert len(chain.state.orders) == 2
+
+
+def test_resource_exhaustion_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MemoryError may differ between nodes: it stops this node instead of forking it."""
+    chain = Chain()
+
+    def exhausted(ctx, tx, body, tx_hash) -> None:
+        raise MemoryError
+
+    monkeypatch.setitem(executor.HANDLERS, Transfer, exhausted)
+    with pytest.raises(MemoryError):
+        chain.block(chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=1)))

@@ -87,10 +87,31 @@ def test_stale_nonce_replay_is_rejected(chain: Chain) -> None:
                           errors.STALE_NONCE)
 
 
-def test_failed_tx_does_not_consume_its_nonce(chain: Chain) -> None:
-    chain.expect_rejected(chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=10**12)),
-                          errors.INSUFFICIENT_BALANCE)
-    assert chain.account("con").nonce == 0
+def test_a_failed_tx_consumes_its_nonce_and_cannot_be_replayed_later(chain: Chain) -> None:
+    """A transfer fails for want of funds; after the sender is topped up, the same raw
+    bytes included again (a Byzantine leader, gossip) are stale, not a late success."""
+    raw = chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=2_000_000))
+    receipt = chain.expect_rejected(raw, errors.INSUFFICIENT_BALANCE)
+    assert receipt.nonce_consumed
+    assert chain.account("con").nonce == 1
+    chain.ok(chain.tx("grid", Mint(to=chain.addr("con"), amount_u=5_000_000)))
+    replay = chain.expect_rejected(raw, errors.STALE_NONCE)
+    assert not replay.nonce_consumed
+    assert chain.account("con").balance_u == 6_000_000
+
+
+def test_a_failed_reading_consumes_the_meter_nonce_only(chain: Chain) -> None:
+    raw = chain.tx("con", SubmitReading(slot=5, import_wh=1, export_wh=0), meter=True)
+    chain.expect_rejected(raw, errors.READING_WINDOW_CLOSED)
+    assert (chain.account("con").meter_nonce, chain.account("con").nonce) == (1, 0)
+    chain.expect_rejected(raw, errors.STALE_NONCE, at_ms=6_500)
+
+
+def test_an_unauthenticated_failure_consumes_nothing(chain: Chain) -> None:
+    """Bad signature: not attributable to the sender, so its nonce stays free."""
+    raw = chain.tx("con", Transfer(to=chain.addr("pro"), amount_u=1), signer="outsider")
+    receipt = chain.expect_rejected(raw, errors.WRONG_SIGNER)
+    assert not receipt.nonce_consumed and chain.account("con").nonce == 0
 
 
 def test_unknown_sender_is_not_registered(chain: Chain) -> None:
