@@ -7,7 +7,8 @@ Theory of operation
 
 1. system steps, driven only by block data: clearing of every slot whose gate has
    closed (increasing slot), settlement of every slot whose metering window has
-   closed (increasing slot), missed dispatch deadlines, then C-LBFT credit
+   closed (increasing slot), missed dispatch deadlines, expired registration
+   requests, then C-LBFT credit
    (``consensus.credit``) and block rewards minted to the proposer and the QC signers;
 2. the transactions in block order. Each is decoded, its signature verified unless
    its hash is in ``verified`` (the node checked it at admission), authenticated
@@ -58,6 +59,7 @@ from contracts.transactions import (
     Notarize,
     PlaceOrder,
     RegisterRequest,
+    RejectRegistration,
     SetMeterKey,
     SignedTx,
     SubmitReading,
@@ -160,7 +162,8 @@ def authenticate(state: State, stx: SignedTx, *, now_ms: int) -> Account | None:
     return account
 
 
-GRID_ONLY: tuple[type, ...] = (ApproveRegistration, SuspendAccount, SetMeterKey, Mint, Burn, IssueDispatch)
+GRID_ONLY: tuple[type, ...] = (ApproveRegistration, RejectRegistration, SuspendAccount, SetMeterKey, Mint,
+                               Burn, IssueDispatch)
 """Kinds only the grid operator may send."""
 
 
@@ -209,6 +212,7 @@ def _plain(fn: Callable[[BlockContext, Any, Any], None]) -> Handler:
 HANDLERS: dict[type, Handler] = {
     RegisterRequest: _plain(registry.apply_register_request),
     ApproveRegistration: _plain(registry.apply_approve_registration),
+    RejectRegistration: _plain(registry.apply_reject_registration),
     SuspendAccount: _plain(registry.apply_suspend_account),
     SetMeterKey: _plain(registry.apply_set_meter_key),
     Transfer: _plain(token.apply_transfer),
@@ -257,6 +261,7 @@ def _system_steps(ctx: BlockContext, block: BlockInput) -> None:
         for slot in due_settle:
             settlement.settle_slot(ctx, slot)
     dispatch.expire_dispatches(ctx)
+    registry.expire_registrations(ctx)
     _credit_and_rewards(ctx, block)
 
 

@@ -69,6 +69,9 @@ class LimitParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     max_pending_registrations: int = 10_000
     """Registration requests awaiting approval at once."""
+    registration_ttl_slots: int = 1_440
+    """A pending registration request not approved (or rejected) within this many slots of
+    its inclusion expires and is dropped (default: one day of 60 s slots)."""
     max_open_dispatches: int = 10_000
     """Dispatch instructions awaiting acknowledgement or deadline at once."""
     max_dispatch_horizon_ms: int = 7 * 24 * 3_600_000
@@ -134,6 +137,7 @@ def validate_genesis(genesis: Genesis) -> None:
     need(m.max_order_wh >= 1, "market.max_order_wh must be >= 1")
     need(m.max_orders_per_slot >= 1, "market.max_orders_per_slot must be >= 1")
     need(m.history_slots >= 0, "market.history_slots must be >= 0")
+    need(genesis.limits.registration_ttl_slots >= 1, "limits.registration_ttl_slots must be >= 1")
     t = genesis.token
     need(t.block_reward_proposer_u >= 0 and t.block_reward_voter_u >= 0, "block rewards must be >= 0")
     need(len(genesis.validators) >= 1, "genesis needs at least one validator")

@@ -113,6 +113,14 @@ class Notarized(_Record, frozen=True, tag="notarized"):
     title: str
 
 
+class RegistrationDropped(_Record, frozen=True, tag="registration_dropped"):
+    """A pending registration request left the state without being approved."""
+
+    account: str
+    reason: str
+    """"rejected" (by the grid operator) or "expired" (``registration_ttl_slots`` passed)."""
+
+
 class BlockRewards(_Record, frozen=True, tag="rewards"):
     height: int
     proposer: int
@@ -124,4 +132,5 @@ class BlockRewards(_Record, frozen=True, tag="rewards"):
 Record = (
     TxReceipt | OrderPlaced | OrderCancelled | SlotCleared | TradeRecord | ReadingRecord
     | SettlementRecord | SlotSettled | DispatchIssued | DispatchResolved | Notarized | BlockRewards
+    | RegistrationDropped
 )

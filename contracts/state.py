@@ -57,6 +57,8 @@ class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Last accepted nonce of transactions signed by the account key."""
     meter_nonce: int = 0
     """Last accepted nonce of readings (signed by the meter key, or the account key without one)."""
+    pending_until_ms: int | None = None
+    """A pending request expires in the first block at or after this block time."""
 
 
 class Order(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -258,6 +260,8 @@ class State:
         """(owner, slot, side) -> open order ids: the self-trade check is one lookup."""
         self.accounts_by_slot: dict[int, dict[str, None]] = {}
         self.orders_by_slot: dict[int, dict[str, None]] = {}
+        self.pending_until_ms: dict[str, int] = {}
+        """Pending account -> its request's expiry (at most ``max_pending_registrations``)."""
 
     # --- reads ---------------------------------------------------------------------
     @property
@@ -301,7 +305,12 @@ class State:
         self._index(table, key, current, old)
 
     def _index(self, table: str, key: str, old: Any, new: Any) -> None:
-        if table == "orders":
+        if table == "accounts":
+            if new is not _MISSING and new.status == "pending" and new.pending_until_ms is not None:
+                self.pending_until_ms[key] = new.pending_until_ms
+            else:
+                self.pending_until_ms.pop(key, None)
+        elif table == "orders":
             if new is not _MISSING:
                 self.orders_by_slot.setdefault(new.slot, {})[key] = None
             elif old is not _MISSING:
@@ -333,6 +342,8 @@ class State:
                     self.accounts_by_slot.pop(old.slot, None)
 
     def _reindex(self) -> None:
+        for key, account in self.accounts.items():
+            self._index("accounts", key, _MISSING, account)
         for key, order in self.orders.items():
             self._index("orders", key, _MISSING, order)
         for key, pos in self.positions.items():

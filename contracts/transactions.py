@@ -92,6 +92,12 @@ class ApproveRegistration(_Body, frozen=True, tag="approve_registration"):
     account: Address
 
 
+class RejectRegistration(_Body, frozen=True, tag="reject_registration"):
+    """Grid operator only: drop a pending request (the address may apply again)."""
+
+    account: Address
+
+
 class SuspendAccount(_Body, frozen=True, tag="suspend_account"):
     """Grid operator only: suspend (``suspended=True``) or reinstate an account."""
 
@@ -179,6 +185,7 @@ class Notarize(_Body, frozen=True, tag="notarize"):
 Body = (
     RegisterRequest
     | ApproveRegistration
+    | RejectRegistration
     | SuspendAccount
     | SetMeterKey
     | Transfer

@@ -62,6 +62,10 @@ def _approve(a: argparse.Namespace, c: Client) -> Any:
     return txs.ApproveRegistration(account=a.account)
 
 
+def _reject(a: argparse.Namespace, c: Client) -> Any:
+    return txs.RejectRegistration(account=a.account)
+
+
 def _suspend(a: argparse.Namespace, c: Client) -> Any:
     return txs.SuspendAccount(account=a.account, suspended=not a.reinstate)
 
@@ -135,6 +139,10 @@ def _add_kinds(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--meter-key", type=_pubkey_arg, default=None, help="meter public key hex or key file")
 
     p = kind("approve", _approve, "Grid operator: approve a pending registration")
+    p.add_argument("--account", required=True, type=common.address_arg)
+
+    p = kind("register-reject", _reject,
+             "Grid operator: reject a pending registration (the request is dropped)")
     p.add_argument("--account", required=True, type=common.address_arg)
 
     p = kind("suspend", _suspend, "Grid operator: suspend (or --reinstate) an account")

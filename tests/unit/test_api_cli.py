@@ -172,6 +172,19 @@ def test_every_grid_operator_kind_through_the_cli(node: Any, capsys: Any, tmp_pa
     assert code == 0 and out["dispatch"][0]["status"] == "acknowledged"
 
 
+def test_register_reject_through_the_cli(node: Any, capsys: Any, tmp_path: Path) -> None:
+    server, key = node
+    applicant = tmp_path / "applicant.json"
+    keys.write_key_file(applicant, keys.new_signer())
+    who = keys.load_key_file(applicant).address
+    for kind, *rest in [("register", "--key", str(applicant), "--role", "consumer", "--name", "spam"),
+                        ("register-reject", "--key", key["grid"], "--account", who)]:
+        code, out, err = run_cli(capsys, "tx", kind, "--node", server.url, "--wait", *rest)
+        assert code == 0 and out["receipt"]["ok"] is True, (kind, out, err)
+    assert who not in server.backend.state.accounts
+    assert server.backend.state.meta.pending_registrations == 0
+
+
 def test_cancel_order_through_the_cli(node: Any, capsys: Any) -> None:
     server, key = node
     _, out, _ = run_cli(capsys, "tx", "order", "--node", server.url, "--key", key["gen"], "--slot", "next+1",

@@ -8,6 +8,9 @@ import pytest
 
 from consensus import codec, crypto
 from contracts import errors
+from contracts import records as rec
+from contracts.genesis import LimitParams
+from contracts.state import decode_state, encode_state
 from contracts.transactions import (
     KIND_NOTARY,
     MAX_TX_BYTES,
@@ -20,6 +23,7 @@ from contracts.transactions import (
     Notarize,
     PlaceOrder,
     RegisterRequest,
+    RejectRegistration,
     SetMeterKey,
     SignedTxWire,
     SubmitReading,
@@ -367,3 +371,58 @@ def test_notarize_needs_every_party(chain: Chain) -> None:
     forged = cosign(chain, ["gen", "con"], doc, signers=[parties[0], parties[0]])
     chain.expect_rejected(chain.tx("gen", forged), errors.BAD_COSIGNATURE)
     chain.expect_rejected(chain.tx("gen", cosign(chain, ["gen", "outsider"], doc)), errors.NOT_REGISTERED)
+
+
+# --- registration: reject and expiry ---------------------------------------------------------
+
+def _apply(chain: Chain) -> bytes:
+    return chain.tx("outsider", RegisterRequest(role="consumer", zone="Z1", name="newcomer"))
+
+
+def test_grid_operator_rejects_a_pending_request_and_frees_its_place() -> None:
+    chain = Chain(limits=LimitParams(max_pending_registrations=1))
+    chain.ok(_apply(chain))
+    chain.expect_rejected(chain.tx("meter", RegisterRequest(role="consumer", zone="Z1", name="late")),
+                          errors.LIMIT_REACHED)
+    _, result = chain.block(chain.tx("grid", RejectRegistration(account=chain.addr("outsider"))))
+    assert chain.addr("outsider") not in chain.state.accounts
+    assert chain.state.meta.pending_registrations == 0
+    dropped = [codec.decode(leaf, rec.Record) for leaf in result.leaves]
+    assert rec.RegistrationDropped(account=chain.addr("outsider"), reason="rejected") in dropped
+    chain.ok(chain.tx("meter", RegisterRequest(role="consumer", zone="Z1", name="late"), nonce=1))
+    assert chain.state.accounts[chain.addr("meter")].status == "pending"
+
+
+def test_only_the_grid_operator_rejects_and_only_pending_requests(chain: Chain) -> None:
+    chain.ok(_apply(chain))
+    chain.expect_rejected(chain.tx("con", RejectRegistration(account=chain.addr("outsider"))),
+                          errors.UNAUTHORIZED)
+    chain.expect_rejected(chain.tx("grid", RejectRegistration(account=chain.addr("con"))), errors.NOT_PENDING)
+    chain.expect_rejected(chain.tx("grid", RejectRegistration(account=chain.addr("meter"))),
+                          errors.UNKNOWN_ACCOUNT)
+
+
+def test_a_pending_request_expires_after_the_ttl() -> None:
+    """TTL of 3 slots of 1 s: a request included at 500 ms is dropped by the first block at
+    or after 3 500 ms, not before; approval before then keeps it."""
+    chain = Chain(limits=LimitParams(registration_ttl_slots=3))
+    chain.ok(_apply(chain), at_ms=500)
+    chain.ok(chain.tx("meter", RegisterRequest(role="consumer", zone="Z1", name="kept")), at_ms=600)
+    chain.ok(at_ms=3_499)
+    assert chain.state.accounts[chain.addr("outsider")].status == "pending"
+    chain.ok(chain.tx("grid", ApproveRegistration(account=chain.addr("meter"))), at_ms=3_499)
+    _, result = chain.block(at_ms=3_500)
+    assert chain.addr("outsider") not in chain.state.accounts
+    assert chain.state.accounts[chain.addr("meter")].status == "active"
+    assert chain.state.meta.pending_registrations == 0 and chain.state.pending_until_ms == {}
+    assert rec.RegistrationDropped(account=chain.addr("outsider"), reason="expired") in [
+        codec.decode(leaf, rec.Record) for leaf in result.leaves]
+    chain.expect_rejected(chain.tx("grid", ApproveRegistration(account=chain.addr("outsider"))),
+                          errors.UNKNOWN_ACCOUNT)
+
+
+def test_pending_expiry_index_survives_a_snapshot() -> None:
+    chain = Chain(limits=LimitParams(registration_ttl_slots=2))
+    chain.ok(_apply(chain), at_ms=100)
+    restored = decode_state(encode_state(chain.state))
+    assert restored.pending_until_ms == chain.state.pending_until_ms == {chain.addr("outsider"): 2_100}
