@@ -17,7 +17,7 @@ import msgspec
 from contracts import errors
 from contracts.context import BlockContext
 from contracts.records import DispatchIssued, DispatchResolved
-from contracts.state import Dispatch
+from contracts.state import Dispatch, State
 from contracts.token import charge, credit, get_account, require_grid_operator
 from contracts.transactions import AckDispatch, IssueDispatch, Tx
 
@@ -28,6 +28,15 @@ def dispatch_key(dispatch_id: int) -> str:
     return f"{dispatch_id:016d}"
 
 
+def check_dispatch_bounds(state: State, body: IssueDispatch) -> None:
+    """``amount_wh`` and ``penalty_u`` within their genesis bounds [``bad_quantity``, ``bad_amount``]."""
+    limits = state.genesis.limits
+    if body.amount_wh > limits.max_dispatch_wh:
+        raise errors.fail(errors.BAD_QUANTITY, f"amount_wh must be in [1, {limits.max_dispatch_wh}]")
+    if body.penalty_u > limits.max_penalty_u:
+        raise errors.fail(errors.BAD_AMOUNT, f"penalty_u must be in [0, {limits.max_penalty_u}]")
+
+
 def apply_issue_dispatch(ctx: BlockContext, tx: Tx, body: IssueDispatch) -> None:
     state = ctx.state
     require_grid_operator(state, tx)
@@ -35,6 +44,7 @@ def apply_issue_dispatch(ctx: BlockContext, tx: Tx, body: IssueDispatch) -> None
     if target.status != "active":
         raise errors.fail(errors.NOT_REGISTERED, f"account {body.account} is {target.status}")
     limits = state.genesis.limits
+    check_dispatch_bounds(state, body)
     if not ctx.timestamp_ms < body.deadline_ms <= ctx.timestamp_ms + limits.max_dispatch_horizon_ms:
         raise errors.fail(errors.BAD_DEADLINE, "deadline must be after the block time and within the horizon")
     meta = state.meta
@@ -85,8 +95,9 @@ def expire_dispatches(ctx: BlockContext) -> None:
     for _deadline, dispatch_id in due:
         key = dispatch_key(dispatch_id)
         dispatch = state.dispatches[key]
-        debt = charge(state, dispatch.account, dispatch.penalty_u)
-        credit(state, grid, dispatch.penalty_u)
+        charged = charge(state, dispatch.account, dispatch.penalty_u)
+        credit(state, grid, dispatch.penalty_u - charged.written_off_u)
         location = ctx.emit(DispatchResolved(dispatch_id=dispatch_id, status="missed",
-                                             penalty_u=dispatch.penalty_u, debt_added_u=debt))
+                                             penalty_u=dispatch.penalty_u, debt_added_u=charged.debt_added_u,
+                                             written_off_u=charged.written_off_u))
         state.put("dispatches", key, replace(dispatch, status="missed", resolved_at=location))

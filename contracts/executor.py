@@ -174,7 +174,10 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
     an unauthorised transaction is refused at the API instead of failing in a block:
     grid-operator-only kinds [``unauthorized``], order side by role
     [``role_not_allowed``], order price and quantity bounds [``price_out_of_range``,
-    ``bad_quantity``], readings only from metered roles [``role_not_allowed``].
+    ``bad_quantity``], readings only from metered roles [``role_not_allowed``], and
+    every genesis bound a field has (docs/BOUNDS.md): reading values, dispatch amount
+    and penalty [``bad_quantity``, ``bad_amount``], a mint above the supply bound
+    [``bad_amount``].
     Execution re-checks everything: state can change between admission and inclusion.
     """
     if check_signature and not verify_signature(stx):
@@ -198,6 +201,11 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
         assert account is not None
         if account.role not in metering.METERED_ROLES:
             raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
+        metering.check_reading_bounds(state.genesis, body)
+    if isinstance(body, IssueDispatch):
+        dispatch.check_dispatch_bounds(state, body)
+    elif isinstance(body, Mint) and body.amount_u > state.genesis.token.max_supply_u:
+        raise errors.fail(errors.BAD_AMOUNT, f"amount_u must be in [1, {state.genesis.token.max_supply_u}]")
 
 
 # --- dispatch table ----------------------------------------------------------------------

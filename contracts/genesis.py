@@ -6,6 +6,13 @@ a document that could not run (``GenesisError`` with a clear message), e.g.
 MARKET.md's ``0 <= p_long <= p_min <= p_max <= p_short``. ``initial_state``
 builds the ``State`` every node starts executing from.
 
+Bounds by construction (docs/BOUNDS.md): every quantity a participant sets has an
+upper bound here, and ``validate_genesis`` refuses bounds whose products and sums
+(a slot's payments, ``|Δ| × p_short``, every account's holdings plus every debt)
+could pass ``SAFE_INT = 2^62``: half the signed 64-bit range, so the sum of any two
+bounded amounts still fits. Contracts reject values above the bounds, so no input a
+participant can sign makes a block fail to execute.
+
 Units: time in ms (block time), energy in Wh, money in µ, prices in µ/Wh.
 """
 
@@ -22,6 +29,11 @@ from contracts.transactions import ROLES, Address, Name, PublicKey, Zone
 
 if TYPE_CHECKING:
     from contracts.state import State
+
+SAFE_INT = 2**62
+"""Every bound, and every product or sum of bounds the contracts compute, stays at or below this."""
+LIFETIME_BLOCKS = 2**40
+"""Design lifetime of a chain (35 years at 1,000 blocks/s): bounds what block rewards can add up to."""
 
 
 class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -47,6 +59,8 @@ class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """Readings for slot s are accepted until the slot's end plus this window."""
     max_order_wh: int = 10_000_000
     """Largest quantity of one order, Wh."""
+    max_reading_wh: int = 1_000_000_000
+    """Largest import or export of one reading (one account, one slot), Wh."""
     max_orders_per_slot: int = 100_000
     """Bound on orders one slot holds (back-pressure: further orders are ``limit_reached``)."""
     history_slots: int = 10_080
@@ -62,6 +76,11 @@ class TokenParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Minted to the proposer of every committed block (its validator account)."""
     block_reward_voter_u: int = 100
     """Minted to each signer of the QC a committed block carries."""
+    max_supply_u: int = 10**17
+    """Mints are refused beyond this total supply (genesis balances count; block rewards may
+    add at most ``LIFETIME_BLOCKS`` blocks' worth on top)."""
+    max_debt_u: int = 10**13
+    """Debt one account can owe; a charge beyond it is written off (neither side moves)."""
 
 
 class LimitParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -76,6 +95,13 @@ class LimitParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """Dispatch instructions awaiting acknowledgement or deadline at once."""
     max_dispatch_horizon_ms: int = 7 * 24 * 3_600_000
     """A dispatch deadline may be at most this far after the issuing block."""
+    max_dispatch_wh: int = 10_000_000_000
+    """Largest ``amount_wh`` of one dispatch instruction."""
+    max_penalty_u: int = 10**12
+    """Largest ``penalty_u`` of one dispatch instruction."""
+    max_accounts: int = 100_000
+    """Accounts the state holds at most (genesis, validators, pending and active); further
+    registration requests are ``limit_reached``."""
 
 
 class ValidatorEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -125,7 +151,7 @@ def validate_genesis(genesis: Genesis) -> None:
             raise GenesisError(message)
 
     need(bool(genesis.chain_id) and len(genesis.chain_id) <= 64, "chain_id must be 1..64 characters")
-    need(genesis.genesis_time_ms >= 0, "genesis_time_ms must be >= 0")
+    need(0 <= genesis.genesis_time_ms <= SAFE_INT, f"genesis_time_ms must be in [0, {SAFE_INT}]")
     need(0 <= m.p_long <= m.p_min <= m.p_max <= m.p_short,
          "market prices must satisfy 0 <= p_long <= p_min <= p_max <= p_short "
          f"(got p_long={m.p_long}, p_min={m.p_min}, p_max={m.p_max}, p_short={m.p_short})")
@@ -135,11 +161,22 @@ def validate_genesis(genesis: Genesis) -> None:
     need(m.grid_fee >= 0, "market.grid_fee must be >= 0")
     need(m.meter_window_ms >= 0, "market.meter_window_ms must be >= 0")
     need(m.max_order_wh >= 1, "market.max_order_wh must be >= 1")
+    need(m.max_reading_wh >= 0, "market.max_reading_wh must be >= 0")
     need(m.max_orders_per_slot >= 1, "market.max_orders_per_slot must be >= 1")
     need(m.history_slots >= 0, "market.history_slots must be >= 0")
-    need(genesis.limits.registration_ttl_slots >= 1, "limits.registration_ttl_slots must be >= 1")
     t = genesis.token
     need(t.block_reward_proposer_u >= 0 and t.block_reward_voter_u >= 0, "block rewards must be >= 0")
+    need(t.max_supply_u >= 0 and t.max_debt_u >= 0, "token.max_supply_u and token.max_debt_u must be >= 0")
+    limits = genesis.limits
+    need(limits.registration_ttl_slots >= 1, "limits.registration_ttl_slots must be >= 1")
+    need(limits.max_dispatch_wh >= 1 and limits.max_penalty_u >= 0,
+         "limits.max_dispatch_wh must be >= 1 and limits.max_penalty_u >= 0")
+    need(limits.max_accounts >= 1, "limits.max_accounts must be >= 1")
+    need(limits.max_dispatch_horizon_ms >= 0 and limits.max_open_dispatches >= 0
+         and limits.max_pending_registrations >= 0, "limits must be >= 0")
+    for name, value in bound_products(genesis).items():
+        need(value <= SAFE_INT, f"bounds too large: {name} = {value} exceeds 2^62 = {SAFE_INT} "
+                                "(see docs/BOUNDS.md)")
     need(len(genesis.validators) >= 1, "genesis needs at least one validator")
     seen: set[str] = set()
     for v in genesis.validators:
@@ -153,8 +190,33 @@ def validate_genesis(genesis: Genesis) -> None:
         need(a.address not in seen, f"account {a.name}: duplicate address")
         need(a.balance_u >= 0, f"account {a.name}: negative balance")
         seen.add(a.address)
+    need(sum(a.balance_u for a in genesis.accounts) <= t.max_supply_u,
+         f"genesis balances exceed token.max_supply_u = {t.max_supply_u}")
+    need(len(seen | {v.address for v in genesis.validators}) <= limits.max_accounts,
+         f"genesis holds more than limits.max_accounts = {limits.max_accounts} accounts")
     grid = [a for a in genesis.accounts if a.address == genesis.grid_operator]
     need(bool(grid) and grid[0].role == "grid", "grid_operator must be a genesis account with role 'grid'")
+
+
+def bound_products(genesis: Genesis) -> dict[str, int]:
+    """The largest value of every product and sum of bounds the contracts compute (each must
+    be <= ``SAFE_INT``); docs/BOUNDS.md says where each one arises."""
+    m, t, limits = genesis.market, genesis.token, genesis.limits
+    slot_wh = m.max_orders_per_slot * m.max_order_wh
+    rewards_per_block_u = t.block_reward_proposer_u + len(genesis.validators) * t.block_reward_voter_u
+    slot_ms_span = m.slot_ms * (m.max_horizon_slots + limits.registration_ttl_slots + 2)
+    return {
+        "slot_wh = max_orders_per_slot * max_order_wh": slot_wh,
+        "slot payments = slot_wh * (p_max + grid_fee)": slot_wh * (m.p_max + m.grid_fee),
+        "imbalance = (slot_wh + max_reading_wh) * p_short": (slot_wh + m.max_reading_wh) * m.p_short,
+        "money = max_supply_u + LIFETIME_BLOCKS * rewards per block + max_accounts * max_debt_u":
+            t.max_supply_u + LIFETIME_BLOCKS * rewards_per_block_u + limits.max_accounts * t.max_debt_u,
+        "time span = slot_ms * (max_horizon_slots + registration_ttl_slots + 2) + gate_lead_ms"
+        " + meter_window_ms + max_dispatch_horizon_ms":
+            slot_ms_span + m.gate_lead_ms + m.meter_window_ms + limits.max_dispatch_horizon_ms,
+        "max_dispatch_wh": limits.max_dispatch_wh,
+        "max_penalty_u": limits.max_penalty_u,
+    }
 
 
 def initial_state(genesis: Genesis) -> State:

@@ -1,7 +1,7 @@
 """Metering: signed readings per account and slot (MARKET.md "Metering").
 
 A reading for slot s is accepted from the end of the slot until ``settle_time(s)``
-[``reading_window_closed``], once per account and slot [``duplicate_reading``].
+[``reading_window_closed``], once per account and slot [``duplicate_reading``], both values in ``[0, max_reading_wh]`` [``bad_quantity``].
 The executor has already checked that it was signed by the account's meter key
 (or its own key when it has none). Accounts of roles that neither consume nor
 produce (grid, regulator, validator) submit no readings [``role_not_allowed``].
@@ -13,6 +13,7 @@ import msgspec
 
 from contracts import errors
 from contracts.context import BlockContext
+from contracts.genesis import Genesis
 from contracts.market import settle_time_ms, slot_end_ms
 from contracts.records import ReadingRecord
 from contracts.state import Reading, SlotRecord, pair_key, slot_key
@@ -20,6 +21,13 @@ from contracts.transactions import SubmitReading, Tx
 
 replace = msgspec.structs.replace
 METERED_ROLES = frozenset({"generator", "consumer", "prosumer", "retailer"})
+
+
+def check_reading_bounds(genesis: Genesis, body: SubmitReading) -> None:
+    """Both values in ``[0, max_reading_wh]`` [``bad_quantity``]."""
+    bound = genesis.market.max_reading_wh
+    if body.import_wh > bound or body.export_wh > bound:
+        raise errors.fail(errors.BAD_QUANTITY, f"import_wh and export_wh must be in [0, {bound}] Wh")
 
 
 def apply_submit_reading(ctx: BlockContext, tx: Tx, body: SubmitReading) -> None:
@@ -32,6 +40,7 @@ def apply_submit_reading(ctx: BlockContext, tx: Tx, body: SubmitReading) -> None
         raise errors.fail(errors.READING_WINDOW_CLOSED,
                           f"readings for slot {body.slot} are accepted in "
                           f"[{slot_end_ms(genesis, body.slot)}, {settle_time_ms(genesis, body.slot)}) ms")
+    check_reading_bounds(genesis, body)
     key = pair_key(body.slot, tx.sender)
     if key in state.readings:
         raise errors.fail(errors.DUPLICATE_READING, f"slot {body.slot} already has a reading")

@@ -83,6 +83,9 @@ class SettlementRecord(_Record, frozen=True, tag="settlement"):
     reading_missing: bool
     proceeds_u: int
     debt_added_u: int
+    written_off_u: int = 0
+    """Part of the imbalance not paid because a debt reached ``token.max_debt_u`` (the
+    account's when it pays, the grid operator's when it pays a surplus)."""
 
 
 class SlotSettled(_Record, frozen=True, tag="slot_settled"):
@@ -105,6 +108,8 @@ class DispatchResolved(_Record, frozen=True, tag="dispatch_resolved"):
     status: str
     penalty_u: int
     debt_added_u: int
+    written_off_u: int = 0
+    """Part of the penalty beyond the account's debt bound; the grid operator does not receive it."""
 
 
 class Notarized(_Record, frozen=True, tag="notarized"):

@@ -50,6 +50,8 @@ def apply_register_request(ctx: BlockContext, tx: Tx, body: RegisterRequest) -> 
     limits = state.genesis.limits
     if meta.pending_registrations >= limits.max_pending_registrations:
         raise errors.fail(errors.LIMIT_REACHED, "too many registrations awaiting approval")
+    if len(state.accounts) >= limits.max_accounts:
+        raise errors.fail(errors.LIMIT_REACHED, f"the chain holds limits.max_accounts = {limits.max_accounts}")
     ttl_ms = limits.registration_ttl_slots * state.genesis.market.slot_ms
     state.put("accounts", tx.sender, Account(
         address=tx.sender, name=body.name, role=body.role, zone=body.zone, status="pending",

@@ -6,8 +6,10 @@
 ``settle_time(s)``. For each account (sorted by address): the charge is taken from
 the slot's pending proceeds, then the free balance, the rest becomes debt; the
 remaining proceeds become free balance (repaying debt first). The grid operator
-receives every charge in full and pays every surplus; its net is applied once.
-Σ over accounts of (balance + pending − debt) changes by exactly 0.
+receives every charge collected, then pays every surplus. A debt never passes
+``token.max_debt_u``: what a charge or surplus payment would add beyond it is written
+off (``written_off_u``), so Σ over accounts of (balance + pending − debt) changes by
+exactly 0 in every case.
 """
 
 from __future__ import annotations
@@ -48,13 +50,23 @@ def imbalance(*, sold_wh: int, bought_wh: int, reading: tuple[int, int] | None,
     return Imbalance(contracted_wh=contracted, metered_wh=metered, delta_wh=delta, imbalance_u=amount)
 
 
+class _Line(msgspec.Struct, frozen=True):
+    address: str
+    result: Imbalance
+    reading_missing: bool
+    proceeds_u: int
+    debt_added_u: int
+    written_off_u: int
+
+
 def settle_slot(ctx: BlockContext, slot: int) -> None:
     state = ctx.state
     genesis = state.genesis
     m = genesis.market
     grid = genesis.grid_operator
-    grid_net_u = 0
     accounts = sorted(state.accounts_by_slot.get(slot, ()))
+    lines: list[_Line] = []
+    collected_u = 0
     for address in accounts:
         pos = state.positions.get(pair_key(slot, address))
         reading = state.readings.get(pair_key(slot, address))
@@ -68,25 +80,37 @@ def settle_slot(ctx: BlockContext, slot: int) -> None:
         account = state.accounts[address]
         state.put("accounts", address, replace(account, pending_u=account.pending_u - proceeds))
         # The charge comes out of the slot's proceeds first, then free balance, then debt.
-        debt_added = charge(state, address, cost - from_proceeds)
-        # What is left of the proceeds, and any surplus payment, repays old debt first.
-        credit(state, address, proceeds - from_proceeds + max(0, result.imbalance_u))
-        grid_net_u -= result.imbalance_u
+        charged = charge(state, address, cost - from_proceeds)
+        # What is left of the proceeds repays old debt first.
+        credit(state, address, proceeds - from_proceeds)
+        collected_u += cost - charged.written_off_u
+        lines.append(_Line(address=address, result=result, reading_missing=reading is None,
+                           proceeds_u=proceeds, debt_added_u=charged.debt_added_u,
+                           written_off_u=charged.written_off_u))
+    # The grid operator receives every charge collected, then pays every surplus: the same
+    # end result as netting them, and a surplus it cannot pay (its own debt bound) is written off.
+    credit(state, grid, collected_u)
+    paid_u = 0
+    for line in lines:
+        written_off_u = line.written_off_u
+        surplus_u = max(0, line.result.imbalance_u)
+        if surplus_u:
+            written_off_u = charge(state, grid, surplus_u).written_off_u
+            credit(state, line.address, surplus_u - written_off_u)
+            paid_u += surplus_u - written_off_u
+        result = line.result
         location = ctx.emit(SettlementRecord(
-            slot=slot, account=address, contracted_wh=result.contracted_wh,
+            slot=slot, account=line.address, contracted_wh=result.contracted_wh,
             metered_wh=result.metered_wh, delta_wh=result.delta_wh,
-            imbalance_u=result.imbalance_u, reading_missing=reading is None,
-            proceeds_u=proceeds, debt_added_u=debt_added))
-        state.put("settlements", pair_key(slot, address), SettlementLine(
-            slot=slot, account=address, contracted_wh=result.contracted_wh,
+            imbalance_u=result.imbalance_u, reading_missing=line.reading_missing,
+            proceeds_u=line.proceeds_u, debt_added_u=line.debt_added_u, written_off_u=written_off_u))
+        state.put("settlements", pair_key(slot, line.address), SettlementLine(
+            slot=slot, account=line.address, contracted_wh=result.contracted_wh,
             metered_wh=result.metered_wh, delta_wh=result.delta_wh,
-            imbalance_u=result.imbalance_u, reading_missing=reading is None,
-            proceeds_u=proceeds, debt_added_u=debt_added, location=location))
-    if grid_net_u > 0:
-        credit(state, grid, grid_net_u)
-    elif grid_net_u < 0:
-        charge(state, grid, -grid_net_u)
-    ctx.emit(SlotSettled(slot=slot, accounts=len(accounts), grid_u=grid_net_u))
+            imbalance_u=result.imbalance_u, reading_missing=line.reading_missing,
+            proceeds_u=line.proceeds_u, debt_added_u=line.debt_added_u, location=location,
+            written_off_u=written_off_u))
+    ctx.emit(SlotSettled(slot=slot, accounts=len(accounts), grid_u=collected_u - paid_u))
     key = slot_key(slot)
     record = state.slots[key]
     state.put("slots", key, replace(record, status="settled"))

@@ -137,6 +137,8 @@ class SettlementLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     proceeds_u: int
     debt_added_u: int
     location: Location
+    written_off_u: int = 0
+    """Part of the imbalance not paid (a debt bound was reached)."""
 
 
 class Dispatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
