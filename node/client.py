@@ -151,11 +151,17 @@ class AsyncClient:
     async def transaction(self, tx_hash: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/v1/transactions/{tx_hash}")  # type: ignore[no-any-return]
 
-    async def account(self, address: str) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/v1/accounts/{address}")  # type: ignore[no-any-return]
+    async def account(self, address: str, *, settlements_limit: int | None = None,
+                      settlements_before_slot: int | None = None) -> dict[str, Any] | None:
+        """The account with one page of its settlement lines (newest first)."""
+        params = {"settlements_limit": settlements_limit, "settlements_before_slot": settlements_before_slot}
+        return await self._get_or_none(f"/v1/accounts/{address}", params)  # type: ignore[no-any-return]
 
-    async def slot(self, slot: int) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/v1/market/slots/{slot}")  # type: ignore[no-any-return]
+    async def slot(self, slot: int, *, settlements_limit: int | None = None,
+                   settlements_after_account: str | None = None) -> dict[str, Any] | None:
+        """The slot with its trades and one page of its settlement lines (by account)."""
+        params = {"settlements_limit": settlements_limit, "settlements_after_account": settlements_after_account}
+        return await self._get_or_none(f"/v1/market/slots/{slot}", params)  # type: ignore[no-any-return]
 
     async def order(self, order_id: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/v1/orders/{order_id}")  # type: ignore[no-any-return]
