@@ -32,7 +32,7 @@ from node.localnet import LocalNet
 from tests.integration.cluster_util import free_base_port
 from tests.unit import tx_vectors
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("signing_vectors"), pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS: dict[str, Any] = json.loads(tx_vectors.VECTORS_PATH.read_text())
