@@ -54,6 +54,7 @@ from contracts.transactions import (
     SubmitReading,
     SuspendAccount,
     Transfer,
+    Tx,
     decode_signed_tx,
     verify_signature,
 )
@@ -101,6 +102,10 @@ class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sender: str
     location: Location
     """Where the receipt leaf is proven."""
+    order_id: str | None = None
+    """place_order: id of the placed order (None when it failed); cancel_order: the order named."""
+    slot: int | None = None
+    """place_order, submit_reading: the slot of the body, so a client sees what ``next`` resolved to."""
 
 
 class BlockResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -294,7 +299,7 @@ def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Rece
             raise errors.fail(errors.BAD_SIGNATURE, "signature does not verify")
         authenticate(state, stx, now_ms=ctx.timestamp_ms)
     except errors.TxError as exc:
-        return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+        return _receipt(ctx, stx.tx_hash, kind, sender, exc, tx=tx)
     state.begin()
     try:
         HANDLERS[type(tx.body)](ctx, tx, tx.body, stx.tx_hash)
@@ -306,19 +311,35 @@ def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Rece
     except errors.TxError as exc:
         state.rollback()
         ctx.truncate(mark)
-        return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+        return _receipt(ctx, stx.tx_hash, kind, sender, exc, tx=tx)
     state.commit()
-    return _receipt(ctx, stx.tx_hash, kind, sender, None)
+    return _receipt(ctx, stx.tx_hash, kind, sender, None, tx=tx)
+
+
+def receipt_subject(tx: Tx | None, *, tx_hash: bytes, ok: bool) -> tuple[str | None, int | None]:
+    """(order_id, slot) a receipt names: what a client asked for, resolved.
+
+    A placed order's id is its tx hash; a failed placement names no order (none exists)
+    but still names its slot, so ``slot_closed`` says which slot was closed."""
+    body = None if tx is None else tx.body
+    if isinstance(body, PlaceOrder):
+        return (tx_hash.hex() if ok else None), body.slot
+    if isinstance(body, CancelOrder):
+        return body.order_id, None
+    if isinstance(body, SubmitReading):
+        return None, body.slot
+    return None, None
 
 
 def _receipt(ctx: BlockContext, tx_hash: bytes, kind: str, sender: str,
-             exc: errors.TxError | None) -> Receipt:
+             exc: errors.TxError | None, *, tx: Tx | None = None) -> Receipt:
     code = "ok" if exc is None else exc.code
+    order_id, slot = receipt_subject(tx, tx_hash=tx_hash, ok=exc is None)
     location = ctx.emit(TxReceipt(tx_hash=tx_hash, index=ctx.tx_index, kind=kind, sender=sender,
-                                  ok=exc is None, code=code))
+                                  ok=exc is None, code=code, order_id=order_id, slot=slot))
     return Receipt(tx_hash=tx_hash, index=ctx.tx_index, ok=exc is None, code=code,
                    message="" if exc is None else exc.message, kind=kind, sender=sender,
-                   location=location)
+                   location=location, order_id=order_id, slot=slot)
 
 
 def apply_block(state: State, block: BlockInput, *, verified: Container[bytes] = frozenset()

@@ -277,6 +277,17 @@ def _address(value: str, *, what: str = "address") -> str:
     return value
 
 
+def _settlements_limit(request: web.Request) -> int:
+    """``settlements_limit`` query parameter: 1..SETTLEMENTS_PAGE_MAX, default SETTLEMENTS_PAGE_DEFAULT."""
+    text = request.query.get("settlements_limit")
+    if text is None:
+        return views.SETTLEMENTS_PAGE_DEFAULT
+    limit = _uint(text, what="settlements_limit")
+    if not 1 <= limit <= views.SETTLEMENTS_PAGE_MAX:
+        raise ApiError("bad_request", f"settlements_limit must be in [1, {views.SETTLEMENTS_PAGE_MAX}]")
+    return limit
+
+
 def _raw_from_json_item(item: Any, *, where: str = "") -> bytes:
     try:
         return txs.signed_raw_from_json(item)
@@ -481,11 +492,21 @@ class _Api:
 
     async def account(self, request: web.Request) -> web.Response:
         address = _address(request.match_info["address"])
-        return _json(self._found(views.account(await self.backend.read_state(), address), "account"))
+        before = request.query.get("settlements_before_slot")
+        out = views.account(await self.backend.read_state(), address,
+                            settlements_limit=_settlements_limit(request),
+                            settlements_before_slot=_uint(before, what="settlements_before_slot")
+                            if before is not None else None)
+        return _json(self._found(out, "account"))
 
     async def slot(self, request: web.Request) -> web.Response:
         slot = _uint(request.match_info["slot"], what="slot")
-        return _json(self._found(views.slot(await self.backend.read_state(), self.backend.genesis, slot), "slot"))
+        after = request.query.get("settlements_after_account")
+        out = views.slot(await self.backend.read_state(), self.backend.genesis, slot,
+                         settlements_limit=_settlements_limit(request),
+                         settlements_after_account=_address(after, what="settlements_after_account")
+                         if after is not None else None)
+        return _json(self._found(out, "slot"))
 
     async def order(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]

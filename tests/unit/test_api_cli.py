@@ -133,12 +133,31 @@ def test_order_for_next_slot_then_query_it_back(node: Any, capsys: Any) -> None:
                            "--side", "buy", "--price", "20", "--quantity-wh", "50", "--wait")
     assert code == 0, out
     order_id = out["tx_hash"]
+    # The receipt says what was placed: the order's id and the slot 'next' resolved to.
+    assert out["receipt"]["order_id"] == order_id
+    assert out["receipt"]["slot"] == server.backend.state.orders[order_id].slot
     code, order, _ = run_cli(capsys, "query", "order", order_id, "--node", server.url)
     assert code == 0 and order["owner"] == addr("cons") and order["status"] == "open"
     code, acc, _ = run_cli(capsys, "query", "account", addr("cons"), "--node", server.url)
     assert code == 0 and acc["locked_u"] == 1000
     code, _, err = run_cli(capsys, "query", "order", "0" * 64, "--node", server.url)
     assert code == 1 and orjson.loads(err)["error"]["code"] == "not_found"
+
+
+def test_query_account_by_key_file_or_address(node: Any, capsys: Any, tmp_path: Path) -> None:
+    server, key = node
+    code, by_key, _ = run_cli(capsys, "query", "account", "--key", key["gen"], "--node", server.url)
+    assert code == 0 and by_key["address"] == addr("gen") and by_key["settlements"] == []
+    code, by_address, _ = run_cli(capsys, "query", "account", addr("gen"), "--node", server.url)
+    assert code == 0 and by_address["address"] == by_key["address"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    code, _, err = run_cli(capsys, "query", "account", "--key", str(bad), "--node", server.url)
+    assert code == 2 and orjson.loads(err)["error"]["code"] == "bad_argument"
+    with pytest.raises(SystemExit):  # an address and a key file at once is ambiguous
+        main(["query", "account", addr("gen"), "--key", key["gen"], "--node", server.url])
+    with pytest.raises(SystemExit):  # and neither names no account
+        main(["query", "account", "--node", server.url])
 
 
 def test_every_grid_operator_kind_through_the_cli(node: Any, capsys: Any, tmp_path: Path) -> None:
