@@ -43,6 +43,7 @@ from aiohttp import WSMsgType, web
 
 from consensus.types import Block, QuorumCert
 from contracts import errors as tx_errors
+from contracts import market
 from contracts import transactions as txs
 from node import api_views as views
 
@@ -485,7 +486,13 @@ class _Api:
 
     async def slot(self, request: web.Request) -> web.Response:
         slot = _uint(request.match_info["slot"], what="slot")
-        return _json(self._found(views.slot(await self.backend.read_state(), self.backend.genesis, slot), "slot"))
+        state = await self.backend.read_state()
+        last = market.horizon_slot(self.backend.genesis, state.meta.timestamp_ms)
+        if slot > last:
+            raise ApiError(tx_errors.BEYOND_HORIZON,
+                           f"slot {slot} is beyond the horizon (at most slot {last} at the latest block time)",
+                           status=404)
+        return _json(self._found(views.slot(state, self.backend.genesis, slot), "slot"))
 
     async def order(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
