@@ -12,6 +12,7 @@ bounded number of examples per operation; the run must exit 0.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,9 +33,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("openapi_schemathesis"),
 
 ST = str(Path(sys.executable).with_name("st"))
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = 12
-"""Per operation and phase; the coverage phase adds its deterministic boundary cases."""
-SEED = 20261202
+MAX_EXAMPLES = int(os.environ.get("ST_MAX_EXAMPLES", "12"))
+"""Per operation and phase; the coverage phase adds its deterministic boundary cases.
+``ST_MAX_EXAMPLES`` / ``ST_SEED`` widen or vary the search by hand."""
+SEED = int(os.environ.get("ST_SEED", "20261202"))
 SLOT_MS = 6_000
 
 
@@ -121,8 +123,6 @@ def _operations(net: LocalNet) -> list[tuple[str, str]]:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
     env["NO_COLOR"] = "1"
     return env
