@@ -162,7 +162,9 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
     what can never succeed later: an order for a slot whose gate has closed by the latest
     block time [``slot_closed``] or that is beyond the horizon even just before the
     transaction expires [``beyond_horizon``] (``market.check_order_slot``), a cancellation
-    of one's own order that is no longer open or whose gate has closed [``slot_closed``].
+    of one's own order that is no longer open or whose gate has closed [``slot_closed``], a
+    reading whose window has closed or cannot open before the transaction expires
+    [``reading_window_closed``] (``metering.check_reading_window``).
     Execution re-checks everything: state can change between admission and inclusion.
     """
     if check_signature and not verify_signature(stx):
@@ -192,6 +194,8 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
         assert account is not None
         if account.role not in metering.METERED_ROLES:
             raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
+        metering.check_reading_window(state.genesis, body.slot, now_ms=state.meta.timestamp_ms,
+                                      latest_ms=tx.expires_at_ms - 1)
 
 
 # --- dispatch table ----------------------------------------------------------------------

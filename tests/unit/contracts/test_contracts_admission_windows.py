@@ -1,14 +1,15 @@
-"""``market.check_order_slot``: the one rule for an order's slot, shared by execution and
-admission (``check_tx``), so what admission refuses could never succeed in a block."""
+"""Time windows judged by one function each, shared by execution and admission
+(``check_tx``): ``market.check_order_slot`` (an order's slot), ``market.check_cancellable``,
+``metering.check_reading_window``. What admission refuses could never succeed in a block."""
 
 from __future__ import annotations
 
 import pytest
 
-from contracts import errors, market
+from contracts import errors, market, metering
 from contracts.executor import check_tx
 from contracts.state import encode_state
-from contracts.transactions import CancelOrder, PlaceOrder, decode_signed_tx
+from contracts.transactions import CancelOrder, PlaceOrder, SubmitReading, decode_signed_tx
 
 from .helpers import Chain, market_params
 
@@ -93,3 +94,25 @@ def test_admission_refuses_cancelling_a_closed_order(chain: Chain) -> None:
     assert admit(chain.tx("con", CancelOrder(order_id="00" * 32))) is None  # may be placed later
     chain.ok(at_ms=3_800)  # gate of slot 4 closed, the slot cleared
     assert admit(chain.tx("con", CancelOrder(order_id=order_id))) == errors.SLOT_CLOSED
+
+
+def test_reading_window_at_execution_and_admission(chain: Chain) -> None:
+    g = chain.genesis  # slot 2 ends at 3,000; it settles at 4,000 (meter window 1,000)
+    assert code(metering.check_reading_window, g, 2, now_ms=2_999) == errors.READING_WINDOW_CLOSED
+    assert code(metering.check_reading_window, g, 2, now_ms=3_000) is None
+    assert code(metering.check_reading_window, g, 2, now_ms=3_999) is None
+    assert code(metering.check_reading_window, g, 2, now_ms=4_000) == errors.READING_WINDOW_CLOSED
+    # At admission: too early now, but the window opens before the tx expires.
+    assert code(metering.check_reading_window, g, 2, now_ms=1_000, latest_ms=3_000) is None
+    assert code(metering.check_reading_window, g, 2, now_ms=1_000, latest_ms=2_999) == errors.READING_WINDOW_CLOSED
+
+    def admit(raw: bytes) -> str | None:
+        return code(check_tx, chain.state, decode_signed_tx(raw), now_ms=chain.now_ms)
+
+    reading = SubmitReading(slot=2, import_wh=1, export_wh=0)
+    chain.ok(at_ms=1_000)
+    assert admit(chain.tx("con", reading, meter=True)) is None
+    assert admit(chain.tx("con", reading, meter=True, expires_at_ms=3_000)) == errors.READING_WINDOW_CLOSED
+    chain.ok(at_ms=4_000)
+    assert admit(chain.tx("con", reading, meter=True)) == errors.READING_WINDOW_CLOSED
+    chain.expect_rejected(chain.tx("con", reading, meter=True), errors.READING_WINDOW_CLOSED, at_ms=4_001)
