@@ -163,7 +163,13 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
     an unauthorised transaction is refused at the API instead of failing in a block:
     grid-operator-only kinds [``unauthorized``], order side by role
     [``role_not_allowed``], order price and quantity bounds [``price_out_of_range``,
-    ``bad_quantity``], readings only from metered roles [``role_not_allowed``].
+    ``bad_quantity``], readings only from metered roles [``role_not_allowed``], and
+    what can never succeed later: an order for a slot whose gate has closed by the latest
+    block time [``slot_closed``] or that is beyond the horizon even just before the
+    transaction expires [``beyond_horizon``] (``market.check_order_slot``), a cancellation
+    of one's own order that is no longer open or whose gate has closed [``slot_closed``], a
+    reading whose window has closed or cannot open before the transaction expires
+    [``reading_window_closed``] (``metering.check_reading_window``).
     Execution re-checks everything: state can change between admission and inclusion.
     """
     if check_signature and not verify_signature(stx):
@@ -183,10 +189,18 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
                               f"price {body.price_u_per_wh} not in [{m.p_min}, {m.p_max}] µ/Wh")
         if not 1 <= body.quantity_wh <= m.max_order_wh:
             raise errors.fail(errors.BAD_QUANTITY, f"quantity_wh must be in [1, {m.max_order_wh}]")
+        market.check_order_slot(state.genesis, body.slot, now_ms=state.meta.timestamp_ms,
+                                latest_ms=tx.expires_at_ms - 1)
+    elif isinstance(body, CancelOrder):
+        order = state.orders.get(body.order_id)
+        if order is not None and order.owner == tx.sender:
+            market.check_cancellable(state.genesis, order, now_ms=state.meta.timestamp_ms)
     elif isinstance(body, SubmitReading):
         assert account is not None
         if account.role not in metering.METERED_ROLES:
             raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
+        metering.check_reading_window(state.genesis, body.slot, now_ms=state.meta.timestamp_ms,
+                                      latest_ms=tx.expires_at_ms - 1)
 
 
 # --- dispatch table ----------------------------------------------------------------------
