@@ -1,7 +1,8 @@
 """Prometheus metrics of one node: one registry per node, one line of doc per metric.
 
 The names are a published interface (the Grafana dashboard and alert rules in
-deploy/ are built on them; see /work/notes/deploy.md) — never rename one.
+deploy/ are built on them, and tests/e2e/test_deploy_files.py checks both against
+these names) — never rename one.
 Metrics without a value yet report 0.
 """
 
