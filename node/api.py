@@ -119,7 +119,7 @@ class CommittedBlock(msgspec.Struct, frozen=True):
 
 
 class NodeBackend(Protocol):
-    """What the API needs from the runtime; documented in /work/notes/node-backend.md."""
+    """What the API needs from the runtime (node/backend.py; tests/unit/api_memory_backend.py)."""
 
     chain_id: str
     node_name: str
