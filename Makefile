@@ -3,31 +3,51 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/lock.txt
+# `make lock` runs this exact uv from its own venv (.tools/), never whatever uv is on PATH.
+UV_VERSION := 0.13.9
+TOOLS  := .tools
+UV_PIN := --generate-hashes --universal --python-version 3.11
 DEVNET_HOME ?= .devnet
 DEVNET_NODES ?= 4
 DEVNET_PORT ?= 7100
 
-.PHONY: install test test-fast lint sim-sweep devnet bench compose-up compose-down clean
+.PHONY: install lock tools test test-fast lint sim-sweep devnet bench compose-up compose-down clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (hash-checked), then the project itself without touching them.
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+## Re-resolve requirements/lock.txt (runtime + dev + build backend) and its runtime subset
+## requirements/runtime.txt (the image's wheelhouse) from pyproject.toml's ranges.
+lock:
+	test -x $(TOOLS)/bin/uv && $(TOOLS)/bin/uv --version | grep -q ' $(UV_VERSION) ' \
+		|| { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet 'uv==$(UV_VERSION)'; }
+	$(TOOLS)/bin/uv pip compile --quiet --upgrade pyproject.toml requirements/build.in --extra dev \
+		$(UV_PIN) -o $(LOCK)
+	$(TOOLS)/bin/uv pip compile --quiet pyproject.toml -c $(LOCK) $(UV_PIN) -o requirements/runtime.txt
+
+## The command-line tools the deploy-file checks need (shellcheck, docker-compose, promtool).
+tools:
+	bash deploy/install-tools.sh
 
 lint: install
 	$(BIN)/ruff check consensus contracts node tests
 	$(BIN)/mypy
 
 ## Everything: lint, types, unit, property, simulator sweep, integration and the docker e2e test.
-test: install lint
+test: tools install lint
 	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not e2e" tests
 	$(BIN)/pytest -q -m e2e tests/e2e
 
 ## Everything but the docker e2e test.
-test-fast: install lint
+test-fast: tools install lint
 	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not e2e" tests
 
 ## The long local simulator sweep (10,000 seeded runs).
@@ -48,4 +68,4 @@ compose-down:
 	bash deploy/compose-down.sh
 
 clean:
-	rm -rf $(VENV) $(DEVNET_HOME) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) $(DEVNET_HOME) .pytest_cache .mypy_cache .ruff_cache .hypothesis

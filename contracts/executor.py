@@ -113,6 +113,10 @@ class Receipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sender: str
     location: Location
     """Where the receipt leaf is proven."""
+    order_id: str | None = None
+    """place_order: id of the placed order (None when it failed); cancel_order: the order named."""
+    slot: int | None = None
+    """place_order, submit_reading: the slot of the body, so a client sees what ``next`` resolved to."""
     nonce_consumed: bool = False
     """The transaction passed authentication and used up its nonce (failed or not): this
     inclusion is the one that counts for its hash (the tx index keeps it)."""
@@ -175,6 +179,12 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
     grid-operator-only kinds [``unauthorized``], order side by role
     [``role_not_allowed``], order price and quantity bounds [``price_out_of_range``,
     ``bad_quantity``], readings only from metered roles [``role_not_allowed``], and
+    what can never succeed later: an order for a slot whose gate has closed by the latest
+    block time [``slot_closed``] or that is beyond the horizon even just before the
+    transaction expires [``beyond_horizon``] (``market.check_order_slot``), a cancellation
+    of one's own order that is no longer open or whose gate has closed [``slot_closed``], a
+    reading whose window has closed or cannot open before the transaction expires
+    [``reading_window_closed``] (``metering.check_reading_window``), and
     every genesis bound a field has (docs/BOUNDS.md): reading values, dispatch amount
     and penalty [``bad_quantity``, ``bad_amount``], a mint above the supply bound
     [``bad_amount``].
@@ -197,10 +207,18 @@ def check_tx(state: State, stx: SignedTx, *, now_ms: int, check_signature: bool 
                               f"price {body.price_u_per_wh} not in [{m.p_min}, {m.p_max}] µ/Wh")
         if not 1 <= body.quantity_wh <= m.max_order_wh:
             raise errors.fail(errors.BAD_QUANTITY, f"quantity_wh must be in [1, {m.max_order_wh}]")
+        market.check_order_slot(state.genesis, body.slot, now_ms=state.meta.timestamp_ms,
+                                latest_ms=tx.expires_at_ms - 1)
+    elif isinstance(body, CancelOrder):
+        order = state.orders.get(body.order_id)
+        if order is not None and order.owner == tx.sender:
+            market.check_cancellable(state.genesis, order, now_ms=state.meta.timestamp_ms)
     elif isinstance(body, SubmitReading):
         assert account is not None
         if account.role not in metering.METERED_ROLES:
             raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
+        metering.check_reading_window(state.genesis, body.slot, now_ms=state.meta.timestamp_ms,
+                                      latest_ms=tx.expires_at_ms - 1)
         metering.check_reading_bounds(state.genesis, body)
     if isinstance(body, IssueDispatch):
         dispatch.check_dispatch_bounds(state, body)
@@ -328,11 +346,11 @@ def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Rece
             raise errors.fail(errors.BAD_SIGNATURE, "signature does not verify")
         account = authenticate(state, stx, now_ms=ctx.timestamp_ms)
     except errors.TxError as exc:
-        return _receipt(ctx, stx.tx_hash, kind, sender, exc)
+        return _receipt(ctx, stx.tx_hash, kind, sender, exc, tx=tx)
     except NOT_CAUGHT:
         raise
     except Exception as exc:  # a bug must fail one tx, not the block
-        return _receipt(ctx, stx.tx_hash, kind, sender, _internal(exc))
+        return _receipt(ctx, stx.tx_hash, kind, sender, _internal(exc), tx=tx)
     state.begin()
     try:
         HANDLERS[type(tx.body)](ctx, tx, tx.body, stx.tx_hash)
@@ -345,10 +363,11 @@ def _apply_tx(ctx: BlockContext, raw: bytes, verified: Container[bytes]) -> Rece
         failure = exc if isinstance(exc, errors.TxError) else _internal(exc)
         if account is not None:
             _consume_nonce(state, tx)
-        return _receipt(ctx, stx.tx_hash, kind, sender, failure, nonce_consumed=account is not None)
+        return _receipt(ctx, stx.tx_hash, kind, sender, failure, tx=tx,
+                        nonce_consumed=account is not None)
     _consume_nonce(state, tx)
     state.commit()
-    return _receipt(ctx, stx.tx_hash, kind, sender, None, nonce_consumed=True)
+    return _receipt(ctx, stx.tx_hash, kind, sender, None, tx=tx, nonce_consumed=True)
 
 
 def _internal(exc: Exception) -> errors.TxError:
@@ -364,14 +383,31 @@ def _consume_nonce(state: State, tx: Tx) -> None:
         state.put("accounts", tx.sender, replace(account, nonce=tx.nonce))
 
 
+def receipt_subject(tx: Tx | None, *, tx_hash: bytes, ok: bool) -> tuple[str | None, int | None]:
+    """(order_id, slot) a receipt names: what a client asked for, resolved.
+
+    A placed order's id is its tx hash; a failed placement names no order (none exists)
+    but still names its slot, so ``slot_closed`` says which slot was closed."""
+    body = None if tx is None else tx.body
+    if isinstance(body, PlaceOrder):
+        return (tx_hash.hex() if ok else None), body.slot
+    if isinstance(body, CancelOrder):
+        return body.order_id, None
+    if isinstance(body, SubmitReading):
+        return None, body.slot
+    return None, None
+
+
 def _receipt(ctx: BlockContext, tx_hash: bytes, kind: str, sender: str,
-             exc: errors.TxError | None, *, nonce_consumed: bool = False) -> Receipt:
+             exc: errors.TxError | None, *, tx: Tx | None = None,
+             nonce_consumed: bool = False) -> Receipt:
     code = "ok" if exc is None else exc.code
+    order_id, slot = receipt_subject(tx, tx_hash=tx_hash, ok=exc is None)
     location = ctx.emit(TxReceipt(tx_hash=tx_hash, index=ctx.tx_index, kind=kind, sender=sender,
-                                  ok=exc is None, code=code))
+                                  ok=exc is None, code=code, order_id=order_id, slot=slot))
     return Receipt(tx_hash=tx_hash, index=ctx.tx_index, ok=exc is None, code=code,
                    message="" if exc is None else exc.message, kind=kind, sender=sender,
-                   location=location, nonce_consumed=nonce_consumed)
+                   location=location, order_id=order_id, slot=slot, nonce_consumed=nonce_consumed)
 
 
 def apply_block(state: State, block: BlockInput, *, verified: Container[bytes] = frozenset()

@@ -55,6 +55,38 @@ def current_slot(genesis: Genesis, timestamp_ms: int) -> int:
     return (timestamp_ms - genesis.genesis_time_ms) // genesis.market.slot_ms
 
 
+def horizon_slot(genesis: Genesis, timestamp_ms: int) -> int:
+    """The furthest slot an order may name at block time ``timestamp_ms``."""
+    return current_slot(genesis, timestamp_ms) + genesis.market.max_horizon_slots
+
+
+def check_order_slot(genesis: Genesis, slot: int, *, now_ms: int, latest_ms: int | None = None) -> None:
+    """The one rule for a slot that must be open (placing an order), at execution and admission.
+
+    ``now_ms`` is the block time (at admission: the latest committed block's time, a lower
+    bound of the time of any block that can still include the transaction); the gate of
+    ``slot`` must not have closed by then [``slot_closed``]. ``latest_ms`` is the latest block
+    time at which the transaction could still execute (at admission: just before its expiry;
+    at execution: the block time, the default); ``slot`` must be within the horizon then
+    [``beyond_horizon``]. Both conditions only get worse as time goes on, so a transaction
+    refused at admission could never succeed in any block.
+    """
+    if now_ms >= gate_close_ms(genesis, slot):
+        raise errors.fail(errors.SLOT_CLOSED, f"gate of slot {slot} has closed")
+    latest = now_ms if latest_ms is None else max(now_ms, latest_ms)
+    last = horizon_slot(genesis, latest)
+    if slot > last:
+        raise errors.fail(errors.BEYOND_HORIZON,
+                          f"slot {slot} is beyond the horizon (at most slot {last} by then)")
+
+
+def check_cancellable(genesis: Genesis, order: Order, *, now_ms: int) -> None:
+    """An order can be cancelled while it is open and its slot's gate has not closed at block
+    time ``now_ms`` [``slot_closed``]; neither comes back, so admission uses the same rule."""
+    if order.status != "open" or now_ms >= gate_close_ms(genesis, order.slot):
+        raise errors.fail(errors.SLOT_CLOSED, f"order is {order.status}, slot {order.slot} gate")
+
+
 # --- the pure auction -------------------------------------------------------------------
 
 class BookOrder(msgspec.Struct, frozen=True):
@@ -140,10 +172,7 @@ def apply_place_order(ctx: BlockContext, tx: Tx, body: PlaceOrder, tx_hash: byte
     allowed = BUY_ROLES if body.side == "buy" else SELL_ROLES
     if account.role not in allowed:
         raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} may not {body.side}")
-    if ctx.timestamp_ms >= gate_close_ms(genesis, body.slot):
-        raise errors.fail(errors.SLOT_CLOSED, f"gate of slot {body.slot} has closed")
-    if body.slot > current_slot(genesis, ctx.timestamp_ms) + m.max_horizon_slots:
-        raise errors.fail(errors.SLOT_CLOSED, f"slot {body.slot} is beyond the horizon")
+    check_order_slot(genesis, body.slot, now_ms=ctx.timestamp_ms)
     if not m.p_min <= body.price_u_per_wh <= m.p_max:
         raise errors.fail(errors.PRICE_OUT_OF_RANGE,
                           f"price {body.price_u_per_wh} not in [{m.p_min}, {m.p_max}] µ/Wh")
@@ -189,8 +218,7 @@ def apply_cancel_order(ctx: BlockContext, tx: Tx, body: CancelOrder) -> None:
         raise errors.fail(errors.UNKNOWN_ORDER, f"no order {body.order_id}")
     if order.owner != tx.sender:
         raise errors.fail(errors.NOT_OWNER, "only the owner may cancel an order")
-    if order.status != "open" or ctx.timestamp_ms >= gate_close_ms(state.genesis, order.slot):
-        raise errors.fail(errors.SLOT_CLOSED, f"order is {order.status}, slot {order.slot} gate")
+    check_cancellable(state.genesis, order, now_ms=ctx.timestamp_ms)
     ctx.emit(OrderCancelled(order_id=order.order_id, released_u=order.locked_u))
     if order.locked_u:
         account = state.accounts[order.owner]

@@ -30,16 +30,27 @@ def check_reading_bounds(genesis: Genesis, body: SubmitReading) -> None:
         raise errors.fail(errors.BAD_QUANTITY, f"import_wh and export_wh must be in [0, {bound}] Wh")
 
 
+def check_reading_window(genesis: Genesis, slot: int, *, now_ms: int, latest_ms: int | None = None) -> None:
+    """Readings for ``slot`` are accepted at block times in [slot end, settle time)
+    [``reading_window_closed``]. ``now_ms`` is the block time (at admission: the latest
+    committed block's, so a window already closed then stays closed); ``latest_ms`` the
+    latest block time the transaction could still execute at (at admission: just before
+    its expiry), which must not come before the window opens. Execution passes only
+    ``now_ms``; admission refuses only what no later block could accept."""
+    start, end = slot_end_ms(genesis, slot), settle_time_ms(genesis, slot)
+    latest = now_ms if latest_ms is None else max(now_ms, latest_ms)
+    if now_ms >= end or latest < start:
+        raise errors.fail(errors.READING_WINDOW_CLOSED,
+                          f"readings for slot {slot} are accepted in [{start}, {end}) ms")
+
+
 def apply_submit_reading(ctx: BlockContext, tx: Tx, body: SubmitReading) -> None:
     state = ctx.state
     genesis = state.genesis
     account = state.accounts[tx.sender]
     if account.role not in METERED_ROLES:
         raise errors.fail(errors.ROLE_NOT_ALLOWED, f"a {account.role} account has no meter")
-    if not slot_end_ms(genesis, body.slot) <= ctx.timestamp_ms < settle_time_ms(genesis, body.slot):
-        raise errors.fail(errors.READING_WINDOW_CLOSED,
-                          f"readings for slot {body.slot} are accepted in "
-                          f"[{slot_end_ms(genesis, body.slot)}, {settle_time_ms(genesis, body.slot)}) ms")
+    check_reading_window(genesis, body.slot, now_ms=ctx.timestamp_ms)
     check_reading_bounds(genesis, body)
     key = pair_key(body.slot, tx.sender)
     if key in state.readings:

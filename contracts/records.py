@@ -24,6 +24,10 @@ class TxReceipt(_Record, frozen=True, tag="receipt"):
     ok: bool
     code: str
     """"ok" or the stable error code."""
+    order_id: str | None = None
+    """place_order: the order's id (the tx hash, hex) when it was placed; cancel_order: the order named."""
+    slot: int | None = None
+    """place_order, submit_reading: the slot the body names (what ``--slot next`` resolved to)."""
 
 
 class OrderPlaced(_Record, frozen=True, tag="order"):

@@ -8,7 +8,8 @@ plus the credit state. Every change goes through ``State.put`` so that
 * inside a transaction (``begin``/``commit``/``rollback``) the old value is journaled
   and a failed transaction is undone exactly (it never half-applies);
 * the key is marked dirty for the block;
-* derived indexes (open orders per slot and per owner, accounts per slot) stay in
+* derived indexes (open orders per slot and per owner, accounts per slot, settlement
+  lines per account and per slot) stay in
   step — they are rebuilt from the tables after ``decode_state``, never hashed.
 
 State root: at the end of each block ``seal_block`` hashes the previous root, the
@@ -210,6 +211,16 @@ def pair_key(slot: int, address: str) -> str:
     return f"{slot:016d}/{address}"
 
 
+def _drop_from(index: dict[Any, dict[Any, None]], outer: Any, inner: Any) -> None:
+    """Remove ``inner`` under ``outer``; drop ``outer`` when nothing is left (indexes stay bounded)."""
+    members = index.get(outer)
+    if members is None:
+        return
+    members.pop(inner, None)
+    if not members:
+        del index[outer]
+
+
 class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Serialised state (``encode_state``)."""
 
@@ -264,6 +275,10 @@ class State:
         self.orders_by_slot: dict[int, dict[str, None]] = {}
         self.pending_until_ms: dict[str, int] = {}
         """Pending account -> its request's expiry (at most ``max_pending_registrations``)."""
+        self.settlements_by_account: dict[str, dict[int, None]] = {}
+        """address -> slots with a settlement line in state: an account's lines without a scan."""
+        self.settlements_by_slot: dict[int, dict[str, None]] = {}
+        """slot -> accounts with a settlement line in state."""
 
     # --- reads ---------------------------------------------------------------------
     @property
@@ -342,6 +357,13 @@ class State:
                 accounts.pop(old.account, None)
                 if not accounts:
                     self.accounts_by_slot.pop(old.slot, None)
+        elif table == "settlements":
+            if old is not _MISSING and new is _MISSING:
+                _drop_from(self.settlements_by_account, old.account, old.slot)
+                _drop_from(self.settlements_by_slot, old.slot, old.account)
+            if new is not _MISSING:
+                self.settlements_by_account.setdefault(new.account, {})[new.slot] = None
+                self.settlements_by_slot.setdefault(new.slot, {})[new.account] = None
 
     def _reindex(self) -> None:
         for key, account in self.accounts.items():
@@ -352,6 +374,8 @@ class State:
             self._index("positions", key, _MISSING, pos)
         for key, reading in self.readings.items():
             self._index("readings", key, _MISSING, reading)
+        for key, line in self.settlements.items():
+            self._index("settlements", key, _MISSING, line)
 
     # --- transactions (snapshot / rollback) --------------------------------------------
     def begin(self) -> None:

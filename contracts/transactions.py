@@ -39,6 +39,7 @@ raw bytes (``signed_raw_from_json``).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -297,6 +298,17 @@ def tx_to_json(tx: Tx) -> dict[str, Any]:
 _TX_INFO = msgspec.inspect.type_info(Tx)
 
 
+_HEX = re.compile("(?:[0-9a-f]{2})*")
+
+
+def _fromhex(value: str, where: str) -> bytes:
+    """Bytes of lowercase hex with an even number of digits (nothing else: no spaces, no
+    upper case), the one form the JSON API shows and takes."""
+    if not _HEX.fullmatch(value):
+        raise errors.fail(errors.MALFORMED, f"{where}: not a hex string (lowercase, two digits a byte)")
+    return bytes.fromhex(value)
+
+
 def _unhex(value: Any, info: Any, where: str) -> Any:
     """Turn hex strings into bytes wherever the schema ``info`` has bytes."""
     mi = msgspec.inspect
@@ -305,10 +317,7 @@ def _unhex(value: Any, info: Any, where: str) -> Any:
     if isinstance(info, mi.BytesType):
         if not isinstance(value, str):
             return value  # let msgspec.convert report the type error
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise errors.fail(errors.MALFORMED, f"{where}: not a hex string") from None
+        return _fromhex(value, where)
     if isinstance(info, mi.StructType) and isinstance(value, dict):
         fields = {f.encode_name: f.type for f in info.fields}
         return {k: (_unhex(v, fields[k], f"{where}.{k}") if k in fields else v) for k, v in value.items()}
@@ -344,17 +353,11 @@ def signed_raw_from_json(obj: Any) -> bytes:
     if "raw" in obj:
         if set(obj) != {"raw"} or not isinstance(obj["raw"], str):
             raise errors.fail(errors.MALFORMED, '"raw" must be the only field, a hex string')
-        try:
-            return bytes.fromhex(obj["raw"])
-        except ValueError:
-            raise errors.fail(errors.MALFORMED, '"raw" is not hex') from None
+        return _fromhex(obj["raw"], '"raw"')
     if set(obj) != {"tx", "signature"} or not isinstance(obj["signature"], str):
         raise errors.fail(errors.MALFORMED, 'expected {"raw": hex} or {"tx": {...}, "signature": hex}')
     tx = tx_from_json(obj["tx"])
-    try:
-        signature = bytes.fromhex(obj["signature"])
-    except ValueError:
-        raise errors.fail(errors.MALFORMED, '"signature" is not hex') from None
+    signature = _fromhex(obj["signature"], '"signature"')
     if len(signature) != crypto.SIGNATURE_SIZE:
         raise errors.fail(errors.MALFORMED, "signature must be 64 bytes")
     return codec.encode(SignedTxWire(tx_bytes=codec.encode(tx), signature=signature))

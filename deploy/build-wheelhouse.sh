@@ -7,8 +7,13 @@
 # python:3.11-slim; the dependencies are therefore downloaded for the target
 # (cp311 / manylinux), not for whatever Python runs this script.
 #
+# The dependency versions are exactly requirements/runtime.txt (the runtime subset
+# of requirements/lock.txt, with hashes; `make lock` regenerates both); pip checks
+# every wheel's hash on download here and again on install in the image, which
+# installs the same file (copied into the wheelhouse as requirements.txt).
+#
 # Idempotent and cache-friendly: the dependency wheels are kept while
-# pyproject.toml is unchanged; the gridchain wheel is rebuilt only when a source
+# requirements/runtime.txt is unchanged; the gridchain wheel is rebuilt only when a source
 # file changed (stamps in the wheelhouse record the hashes).
 #
 # Usage: deploy/build-wheelhouse.sh            Env: PYTHON (default .venv/bin/python or python3)
@@ -27,7 +32,8 @@ fi
 log() { printf '[build-wheelhouse] %s\n' "$*" >&2; }
 
 mkdir -p "$WHEELS"
-deps_stamp="$( { cat "$ROOT/pyproject.toml"; echo "cp$PY_TARGET"; } | sha256sum | cut -c1-16)"
+RUNTIME_REQS="$ROOT/requirements/runtime.txt"
+deps_stamp="$( { cat "$RUNTIME_REQS"; echo "cp$PY_TARGET"; } | sha256sum | cut -c1-16)"
 src_stamp="$(cd "$ROOT" && find pyproject.toml consensus contracts node -type f \
     \( -name '*.py' -o -name '*.toml' -o -path 'node/web/*' \) ! -path '*/__pycache__/*' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
@@ -49,19 +55,19 @@ if [[ "$(cat "$WHEELS/.src-stamp" 2>/dev/null)" != "$src_stamp" ]] || ! compgen 
     fi
     rm -rf "$build" "$build.log"
     echo "$src_stamp" >"$WHEELS/.src-stamp"
-    rm -f "$WHEELS/.deps-stamp"  # new wheel may carry new requirements; re-resolve (cached wheels stay)
 fi
 
 if [[ "$(cat "$WHEELS/.deps-stamp" 2>/dev/null)" != "$deps_stamp" ]]; then
-    log "downloading dependency wheels for cp$PY_TARGET manylinux x86_64"
-    wheels=("$WHEELS"/gridchain-*.whl)
-    wheel="${wheels[0]}"
-    "$PYTHON" -m pip download --quiet --dest "$WHEELS" --only-binary=:all: \
+    log "downloading the locked dependency wheels (requirements/runtime.txt) for cp$PY_TARGET manylinux x86_64"
+    # Wheels of versions no longer locked are dropped, so the image gets exactly the lock.
+    find "$WHEELS" -maxdepth 1 -name '*.whl' ! -name 'gridchain-*.whl' -delete
+    "$PYTHON" -m pip download --quiet --dest "$WHEELS" --only-binary=:all: --require-hashes --no-deps \
         --implementation cp --python-version "$PY_TARGET" --abi "cp$PY_TARGET" --abi abi3 --abi none \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform any \
-        "$wheel" 2>&1 | { grep -v -E "^WARNING: Location .* is ignored" || true; } >&2
+        -r "$RUNTIME_REQS" 2>&1 | { grep -v -E "^WARNING: Location .* is ignored" || true; } >&2
     [[ "${PIPESTATUS[0]}" == "0" ]] || { log "pip download failed"; exit 1; }
+    cp "$RUNTIME_REQS" "$WHEELS/requirements.txt"
     echo "$deps_stamp" >"$WHEELS/.deps-stamp"
 else
     log "dependency wheels are current ($deps_stamp)"

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -43,6 +44,7 @@ from aiohttp import WSMsgType, web
 
 from consensus.types import Block, QuorumCert
 from contracts import errors as tx_errors
+from contracts import market
 from contracts import transactions as txs
 from node import api_views as views
 
@@ -63,6 +65,8 @@ thread, so the event loop keeps serving consensus and other clients meanwhile.""
 RETRY_AFTER_S = 1
 """Retry-After sent with 503 mempool_full."""
 MSGPACK_CONTENT_TYPE = "application/msgpack"
+MAX_TRADES = 10_000
+"""Most trades one GET /v1/trades answers (``limit`` above it is a 400)."""
 
 
 # --- the backend protocol ---------------------------------------------------------------
@@ -115,7 +119,7 @@ class CommittedBlock(msgspec.Struct, frozen=True):
 
 
 class NodeBackend(Protocol):
-    """What the API needs from the runtime; documented in /work/notes/node-backend.md."""
+    """What the API needs from the runtime (node/backend.py; tests/unit/api_memory_backend.py)."""
 
     chain_id: str
     node_name: str
@@ -230,7 +234,10 @@ async def _error_middleware(
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "internal")
-        return _error_response(code, exc.reason or code, exc.status)
+        response = _error_response(code, exc.reason or code, exc.status)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -255,26 +262,52 @@ def _parse_json(body: bytes) -> Any:
         raise ApiError(tx_errors.MALFORMED, f"malformed JSON: {exc}") from None
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_TRADE_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
+MAX_U64 = 2**63 - 1
+
+
 def _hex_bytes(value: str, *, what: str, size: int) -> bytes:
-    try:
-        out = bytes.fromhex(value)
-    except ValueError:
-        raise ApiError("bad_request", f"{what} must be hex") from None
-    if len(out) != size:
-        raise ApiError("bad_request", f"{what} must be {size} bytes ({2 * size} hex chars)")
-    return out
+    if len(value) != 2 * size or not _HEX.fullmatch(value):
+        raise ApiError("bad_request", f"{what} must be {2 * size} lowercase hex characters")
+    return bytes.fromhex(value)
 
 
-def _uint(value: str, *, what: str) -> int:
-    if not value.isdigit() or len(value) > 19:
-        raise ApiError("bad_request", f"{what} must be a non-negative integer")
+def _uint(value: str, *, what: str, maximum: int = MAX_U64) -> int:
+    if not _DIGITS.fullmatch(value) or int(value) > maximum:
+        raise ApiError("bad_request", f"{what} must be an integer in [0, {maximum}]")
     return int(value)
+
+
+def _query(request: web.Request, *allowed: str) -> dict[str, str]:
+    """The query parameters, each at most once and only those the operation documents."""
+    query = request.query
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise ApiError("bad_request", f"unknown query parameter {unknown[0]!r}; "
+                       f"allowed: {', '.join(allowed) or 'none'}")
+    for name in query:
+        if len(query.getall(name)) > 1:
+            raise ApiError("bad_request", f"query parameter {name!r} given more than once")
+    return dict(query)
 
 
 def _address(value: str, *, what: str = "address") -> str:
     if len(value) != 40 or any(c not in "0123456789abcdef" for c in value):
         raise ApiError("bad_request", f"{what} must be 40 lowercase hex characters")
     return value
+
+
+def _settlements_limit(query: dict[str, str]) -> int:
+    """``settlements_limit`` query parameter: 1..SETTLEMENTS_PAGE_MAX, default SETTLEMENTS_PAGE_DEFAULT."""
+    text = query.get("settlements_limit")
+    if text is None:
+        return views.SETTLEMENTS_PAGE_DEFAULT
+    limit = _uint(text, what="settlements_limit")
+    if not 1 <= limit <= views.SETTLEMENTS_PAGE_MAX:
+        raise ApiError("bad_request", f"settlements_limit must be in [1, {views.SETTLEMENTS_PAGE_MAX}]")
+    return limit
 
 
 def _raw_from_json_item(item: Any, *, where: str = "") -> bytes:
@@ -376,6 +409,7 @@ class _Api:
     # status and health
 
     async def status(self, request: web.Request) -> web.Response:
+        _query(request)
         b = self.backend
         out: dict[str, Any] = {
             "chain_id": b.chain_id, "node_id": b.node_id, "node_name": b.node_name, "role": b.role,
@@ -385,11 +419,13 @@ class _Api:
         return _json(out)
 
     async def healthz(self, request: web.Request) -> web.Response:
+        _query(request)
         if not self.backend.healthy():
             raise ApiError("not_ready", "node is not healthy", status=503)
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        _query(request)
         if not self.backend.ready():
             raise ApiError("not_ready", "node is not synced or not connected to a quorum")
         return _json({"status": "ready"})
@@ -397,6 +433,7 @@ class _Api:
     # transactions
 
     async def submit(self, request: web.Request) -> web.Response:
+        _query(request)
         body = await _read_body(request)
         if len(body) > OFFLOAD_ITEMS * 512 and request.content_type != MSGPACK_CONTENT_TYPE:
             raws, batch = await asyncio.to_thread(self._parse_submission, request.content_type, body)
@@ -458,6 +495,7 @@ class _Api:
         return _json(body, status=202)
 
     async def transaction(self, request: web.Request) -> web.Response:
+        _query(request)
         tx_hash = _hex_bytes(request.match_info["hash"], what="transaction hash", size=32)
         found = await self.backend.tx_status(tx_hash)
         if found is None:
@@ -467,12 +505,16 @@ class _Api:
     # blocks
 
     async def block(self, request: web.Request) -> web.Response:
+        query = _query(request, "txs")
+        txs_view = query.get("txs", "hashes")
+        if txs_view not in ("full", "hashes"):
+            raise ApiError("bad_request", "txs must be full or hashes")
         which = request.match_info["height"]
         height = None if which == "latest" else _uint(which, what="height")
         committed = await self.backend.block(height)
         if committed is None:
             raise ApiError("not_found", f"no committed block at height {which}")
-        full = request.query.get("txs") == "full"
+        full = txs_view == "full"
         if full and len(committed.block.payload) > OFFLOAD_ITEMS:
             return _json(await asyncio.to_thread(views.block_json, committed, full_txs=True))
         return _json(views.block_json(committed, full_txs=full))
@@ -480,32 +522,55 @@ class _Api:
     # contracts queries
 
     async def account(self, request: web.Request) -> web.Response:
+        query = _query(request, "settlements_limit", "settlements_before_slot")
         address = _address(request.match_info["address"])
-        return _json(self._found(views.account(await self.backend.read_state(), address), "account"))
+        before = query.get("settlements_before_slot")
+        out = views.account(await self.backend.read_state(), address,
+                            settlements_limit=_settlements_limit(query),
+                            settlements_before_slot=_uint(before, what="settlements_before_slot")
+                            if before is not None else None)
+        return _json(self._found(out, "account"))
 
     async def slot(self, request: web.Request) -> web.Response:
+        query = _query(request, "settlements_limit", "settlements_after_account")
         slot = _uint(request.match_info["slot"], what="slot")
-        return _json(self._found(views.slot(await self.backend.read_state(), self.backend.genesis, slot), "slot"))
+        state = await self.backend.read_state()
+        last = market.horizon_slot(self.backend.genesis, state.meta.timestamp_ms)
+        if slot > last:
+            raise ApiError(tx_errors.BEYOND_HORIZON,
+                           f"slot {slot} is beyond the horizon (at most slot {last} at the latest block time)",
+                           status=404)
+        after = query.get("settlements_after_account")
+        out = views.slot(state, self.backend.genesis, slot,
+                         settlements_limit=_settlements_limit(query),
+                         settlements_after_account=_address(after, what="settlements_after_account")
+                         if after is not None else None)
+        return _json(self._found(out, "slot"))
 
     async def order(self, request: web.Request) -> web.Response:
+        _query(request)
         order_id = request.match_info["order_id"]
         _hex_bytes(order_id, what="order id", size=32)
         return _json(self._found(views.order(await self.backend.read_state(), order_id), "order"))
 
     async def trades(self, request: web.Request) -> web.Response:
-        account = request.query.get("account")
-        slot = request.query.get("slot")
-        limit = _uint(request.query.get("limit", "1000"), what="limit")
+        query = _query(request, "account", "slot", "limit")
+        account = query.get("account")
+        slot = query.get("slot")
+        limit = _uint(query.get("limit", "1000"), what="limit", maximum=MAX_TRADES)
         out = views.trades(
             await self.backend.read_state(),
-            account=_address(account, what="account") if account else None,
-            slot=_uint(slot, what="slot") if slot else None,
-            limit=min(limit, 10_000),
+            account=_address(account, what="account") if account is not None else None,
+            slot=_uint(slot, what="slot") if slot is not None else None,
+            limit=limit,
         )
         return _json({"trades": out})
 
     async def trace(self, request: web.Request) -> web.Response:
+        _query(request)
         trade_id = request.match_info["trade_id"]
+        if not _TRADE_ID.fullmatch(trade_id):
+            raise ApiError("bad_request", "trade id must be <slot>-<k>")
         out = await views.trace_with_proofs(
             await self.backend.read_state(), trade_id, self.backend.block, self.backend.receipt_leaves
         )
@@ -514,11 +579,13 @@ class _Api:
         return _json(out)
 
     async def validators(self, request: web.Request) -> web.Response:
+        _query(request)
         return _json({"validators": views.validators(await self.backend.read_state(), self.backend.genesis)})
 
     async def dispatch(self, request: web.Request) -> web.Response:
-        account = request.query.get("account")
-        out = views.dispatch(await self.backend.read_state(), _address(account, what="account") if account else None)
+        account = _query(request, "account").get("account")
+        out = views.dispatch(await self.backend.read_state(),
+                             _address(account, what="account") if account is not None else None)
         return _json({"dispatch": out})
 
     @staticmethod
@@ -530,14 +597,18 @@ class _Api:
     # events
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        topics_arg = request.query.get("topics", ",".join(views.TOPICS))
-        topics = frozenset(t for t in topics_arg.split(",") if t)
-        unknown = topics - set(views.TOPICS)
-        if unknown or not topics:
-            raise ApiError("bad_request", f"topics must be a subset of {','.join(views.TOPICS)}")
-        account = request.query.get("account")
-        sub = self.hub.subscribe(topics=topics, account=_address(account, what="account") if account else None)
+        query = _query(request, "topics", "account")
+        names = query.get("topics", ",".join(views.TOPICS)).split(",")
+        topics = frozenset(names)
+        if not topics <= set(views.TOPICS):
+            raise ApiError("bad_request", f"topics must be a comma list of {','.join(views.TOPICS)}")
+        account = query.get("account")
+        address = _address(account, what="account") if account is not None else None
+        sub = self.hub.subscribe(topics=topics, account=address)
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        if not ws.can_prepare(request).ok:
+            self.hub.unsubscribe(sub)
+            raise ApiError("bad_request", "/v1/events is a WebSocket stream: send an Upgrade request")
         reader: asyncio.Task[None] | None = None
         try:
             await ws.prepare(request)

@@ -15,6 +15,7 @@ proof offline (``gridchain verify-proof``).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -76,14 +77,46 @@ def market_info(genesis: Any, state: st.State) -> dict[str, Any]:
 # --- contracts records --------------------------------------------------------------------
 
 
-def account(state: st.State, address: str) -> dict[str, Any] | None:
+SETTLEMENTS_PAGE_DEFAULT = 100
+"""Settlement lines per page when the client names no ``settlements_limit``."""
+SETTLEMENTS_PAGE_MAX = 1_000
+"""Most settlement lines one page may hold."""
+
+
+def account(state: st.State, address: str, *, settlements_limit: int = SETTLEMENTS_PAGE_DEFAULT,
+            settlements_before_slot: int | None = None) -> dict[str, Any] | None:
+    """The account record with one page of its settlement lines (newest slot first).
+
+    ``settlements_next`` is the ``settlements_before_slot`` of the next page, None on the last."""
     acc = state.accounts.get(address)
-    return None if acc is None else _j(acc)
+    if acc is None:
+        return None
+    slots = sorted(state.settlements_by_account.get(address, ()), reverse=True)
+    if settlements_before_slot is not None:
+        slots = [s for s in slots if s < settlements_before_slot]
+    page = slots[:settlements_limit]
+    out: dict[str, Any] = _j(acc)
+    out["settlements"] = [_j(state.settlements[st.pair_key(s, address)]) for s in page]
+    out["settlements_next"] = page[-1] if len(slots) > len(page) else None
+    return out
 
 
-def slot(state: st.State, genesis: Any, slot_no: int) -> dict[str, Any] | None:
-    """The slot record with its trades and lifecycle times; a slot without a record
-    (no orders, or pruned) gets its status from the block time."""
+def slot_settlements(state: st.State, slot_no: int, *, limit: int = SETTLEMENTS_PAGE_DEFAULT,
+                     after_account: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a settled slot's lines, by account address; and the next page's cursor."""
+    accounts = sorted(state.settlements_by_slot.get(slot_no, ()))
+    if after_account is not None:
+        accounts = accounts[bisect.bisect_right(accounts, after_account):]
+    page = accounts[:limit]
+    lines = [_j(state.settlements[st.pair_key(slot_no, a)]) for a in page]
+    return lines, (page[-1] if len(accounts) > len(page) else None)
+
+
+def slot(state: st.State, genesis: Any, slot_no: int, *, settlements_limit: int = SETTLEMENTS_PAGE_DEFAULT,
+         settlements_after_account: str | None = None) -> dict[str, Any] | None:
+    """The slot record with its trades, lifecycle times and one page of settlement lines
+    (``settlements_next``: the ``settlements_after_account`` of the next page, None on the
+    last); a slot without a record (no orders, or pruned) gets its status from the block time."""
     record = state.slots.get(st.slot_key(slot_no))
     out: dict[str, Any] = _j(record) if record is not None else _j(st.SlotRecord(slot=slot_no))
     out["status"] = market.slot_status(state, slot_no)
@@ -94,6 +127,8 @@ def slot(state: st.State, genesis: Any, slot_no: int) -> dict[str, Any] | None:
     out["settle_time_ms"] = start_ms + m.slot_ms + m.meter_window_ms
     out["trades"] = trades(state, slot=slot_no, account=None, limit=10_000)
     out["open_orders"] = len(state.open_orders_by_slot.get(slot_no, {}))
+    out["settlements"], out["settlements_next"] = slot_settlements(
+        state, slot_no, limit=settlements_limit, after_account=settlements_after_account)
     return out
 
 

@@ -43,7 +43,7 @@ from node.api import CommittedBlock, Overloaded, SubmitResult, TxLookup
 from node.config import NodeConfig
 from node.driver import Driver, StoredReceipts, now_ms
 from node.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
-from node.metrics import NodeMetrics
+from node.metrics import SUBMISSION_ADMITTED, NodeMetrics
 from node.storage import Storage
 from node.transport import FRAME_TXS
 
@@ -200,6 +200,11 @@ class Backend:
         results = await self._admit(list(raw_txs), journal=True, gossip=True, source="api")
         accepted = sum(1 for r in results if r.code is None)
         self.metrics.txs_submitted.inc(accepted)
+        for r in results:
+            if r.code is not None:
+                self.metrics.txs_rejected.labels(code=r.code).inc()
+        if (admitted := SUBMISSION_ADMITTED.get()) is not None:
+            admitted.append(True)
         if accepted == 0 and results and all(r.code == MEMPOOL_FULL for r in results):
             raise Overloaded("mempool is full, retry later")
         return results

@@ -151,11 +151,17 @@ class AsyncClient:
     async def transaction(self, tx_hash: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/v1/transactions/{tx_hash}")  # type: ignore[no-any-return]
 
-    async def account(self, address: str) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/v1/accounts/{address}")  # type: ignore[no-any-return]
+    async def account(self, address: str, *, settlements_limit: int | None = None,
+                      settlements_before_slot: int | None = None) -> dict[str, Any] | None:
+        """The account with one page of its settlement lines (newest first)."""
+        params = {"settlements_limit": settlements_limit, "settlements_before_slot": settlements_before_slot}
+        return await self._get_or_none(f"/v1/accounts/{address}", params)  # type: ignore[no-any-return]
 
-    async def slot(self, slot: int) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/v1/market/slots/{slot}")  # type: ignore[no-any-return]
+    async def slot(self, slot: int, *, settlements_limit: int | None = None,
+                   settlements_after_account: str | None = None) -> dict[str, Any] | None:
+        """The slot with its trades and one page of its settlement lines (by account)."""
+        params = {"settlements_limit": settlements_limit, "settlements_after_account": settlements_after_account}
+        return await self._get_or_none(f"/v1/market/slots/{slot}", params)  # type: ignore[no-any-return]
 
     async def order(self, order_id: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/v1/orders/{order_id}")  # type: ignore[no-any-return]
@@ -225,29 +231,36 @@ class AsyncClient:
         return nonce
 
     async def build(self, signer: crypto.Signer | str | Path, body: Any, *, sender: str | None = None,
-                    nonce: int | None = None, ttl_ms: int = DEFAULT_TTL_MS) -> bytes:
+                    nonce: int | None = None, ttl_ms: int = DEFAULT_TTL_MS, chain_id: str | None = None,
+                    expires_at_ms: int | None = None) -> bytes:
         """Sign ``body`` as a tx of ``sender`` (default: the signer's address) and return raw bytes.
 
-        ``signer`` is a ``crypto.Signer`` or the path of a key file (``node.keys``)."""
+        ``signer`` is a ``crypto.Signer`` or the path of a key file (``node.keys``). The node
+        is asked only for what is not given: ``chain_id`` and ``nonce``; ``expires_at_ms``
+        defaults to now + ``ttl_ms``."""
         if not isinstance(signer, crypto.Signer):
             signer = keys.load_signer(signer)
         sender = sender or crypto.address(signer.public_key)
         reading = isinstance(body, txs.SubmitReading)
         if nonce is None:
             nonce = await self.next_nonce(sender, reading=reading)
-        tx = txs.Tx(chain_id=await self.chain_id(), sender=sender, public_key=signer.public_key,
-                    nonce=nonce, expires_at_ms=now_ms() + ttl_ms, body=body)
+        if expires_at_ms is None:
+            expires_at_ms = now_ms() + ttl_ms
+        tx = txs.Tx(chain_id=chain_id if chain_id is not None else await self.chain_id(), sender=sender,
+                    public_key=signer.public_key, nonce=nonce, expires_at_ms=expires_at_ms, body=body)
         return txs.sign_tx(tx, signer)
 
     async def send(self, signer: crypto.Signer | str | Path, body: Any, *, sender: str | None = None,
                    nonce: int | None = None, ttl_ms: int = DEFAULT_TTL_MS, wait: bool = False,
-                   wait_timeout_s: float = 60.0, retry_overloaded_s: float = 10.0) -> dict[str, Any]:
+                   wait_timeout_s: float = 60.0, retry_overloaded_s: float = 10.0,
+                   chain_id: str | None = None, expires_at_ms: int | None = None) -> dict[str, Any]:
         """Build, sign, submit; with ``wait`` also wait for the receipt.
 
         Returns ``{"tx_hash": ...}`` plus ``status``/``height``/``receipt`` when waiting;
         raises ``TxFailed`` when the receipt is a failure (``exc.body`` has the lookup).
         """
-        raw = await self.build(signer, body, sender=sender, nonce=nonce, ttl_ms=ttl_ms)
+        raw = await self.build(signer, body, sender=sender, nonce=nonce, ttl_ms=ttl_ms, chain_id=chain_id,
+                               expires_at_ms=expires_at_ms)
         tx_hash = await self.submit(raw, retry_overloaded_s=retry_overloaded_s)
         out: dict[str, Any] = {"tx_hash": tx_hash}
         if not wait:

@@ -44,6 +44,7 @@ from contracts.genesis import (
     default_market_params,
     validate_genesis,
 )
+from contracts.transactions import ROLES
 from node import keys
 from node.config import CONFIG_FILE, GENESIS_FILE, KEY_FILE, NodeConfig, PeerConfig, dump_config
 from node.storage import Storage
@@ -74,6 +75,37 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
 class NodeSpec:
     name: str
     role: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraAccount:
+    """A genesis account whose key already exists (``--account NAME:ROLE:BALANCE_U:KEY``)."""
+
+    name: str
+    role: str
+    balance_u: int
+    public_key: bytes
+    key_file: Path | None
+    """The key file it came from; None when only the public key was given."""
+
+
+def parse_account(text: str) -> ExtraAccount:
+    """``NAME:ROLE:BALANCE_U:KEY`` where KEY is a key file or a public key (64 hex)."""
+    parts = text.split(":", 3)
+    if len(parts) != 4 or not all(parts):
+        raise GenesisError(f"bad account {text!r}: expected NAME:ROLE:BALANCE_U:KEY")
+    name, role, balance, key = parts
+    if role not in ROLES:
+        raise GenesisError(f"bad account {text!r}: role must be one of {', '.join(ROLES)}")
+    if not balance.isdigit():
+        raise GenesisError(f"bad account {text!r}: BALANCE_U must be a non-negative integer (µ)")
+    key_file: Path | None = None
+    if len(key) == 64 and all(c in "0123456789abcdef" for c in key.lower()):
+        public_key = bytes.fromhex(key)
+    else:
+        key_file = Path(key)
+        public_key = keys.load_key_file(key_file).public_key
+    return ExtraAccount(name=name, role=role, balance_u=int(balance), public_key=public_key, key_file=key_file)
 
 
 def parse_nodes(text: str) -> list[NodeSpec]:
@@ -124,10 +156,14 @@ def generate_network(
     round_timeout_ms: int = 1_000,
     demo_accounts: bool = True,
     bench_accounts: int = 0,
+    extra_accounts: tuple[ExtraAccount, ...] = (),
     genesis_time_ms: int | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Write a complete network into ``out``; return the network.json document."""
+    """Write a complete network into ``out``; return the network.json document.
+
+    ``extra_accounts`` join the genesis with keys their owners already hold (after the
+    demo accounts, so the demo grid operator stays the chain's manager)."""
     if host_mode not in ("local", "compose"):
         raise GenesisError("host mode must be 'local' or 'compose'")
     if not nodes:
@@ -167,6 +203,20 @@ def generate_network(
              "zone": zone, "balance_u": balance_u, "key_file": str(key_path.resolve())}
         )
         if role == "grid" and not grid_operator:
+            grid_operator = addr
+    names = {e.name for e in entries}
+    for extra in extra_accounts:
+        if extra.name in names:
+            raise GenesisError(f"account name {extra.name!r} is used twice")
+        names.add(extra.name)
+        addr = crypto.address(extra.public_key)
+        entries.append(AccountEntry(name=extra.name, address=addr, public_key=extra.public_key,
+                                    role=extra.role, zone="Z1", balance_u=extra.balance_u))
+        account_rows.append(
+            {"name": extra.name, "address": addr, "public_key": extra.public_key.hex(), "role": extra.role,
+             "zone": "Z1", "balance_u": extra.balance_u,
+             "key_file": str(extra.key_file.resolve()) if extra.key_file is not None else None})
+        if extra.role == "grid" and not grid_operator:
             grid_operator = addr
     if genesis_time_ms is None:
         genesis_time_ms = int(time.time() * 1000)

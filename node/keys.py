@@ -3,7 +3,7 @@
 Key *generation* needs randomness, so it lives here in the runtime, never in
 ``consensus/`` (which only turns a seed into a ``crypto.Signer``).
 
-Format (documented in /work/notes/node-cli.md): a small JSON object written with
+Format: a small JSON object written with
 mode 0600 and an atomic rename::
 
     {"type": "ed25519", "address": "<40 hex>", "public_key": "<64 hex>", "seed": "<64 hex>"}

@@ -4,6 +4,12 @@
 starts one process per node with its output appended to ``<home>/node.log``,
 waits for ``/readyz``, and stops them (SIGTERM, then SIGKILL after a grace
 period). Every process it starts is tracked, so nothing is left running.
+
+``Supervisor(net, say)`` keeps a devnet going: when a node exits it reports which
+one (name, pid, exit code), restarts it after a backoff (1 s, 2 s, 4 s, ... capped)
+and reports the height the node resumed at, from its ``/v1/status``, once it has
+loaded its chain, then the height at which ``/readyz`` says it is in sync again;
+the other nodes are never touched.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +80,10 @@ class LocalNet:
     def start_all(self) -> None:
         for index in range(len(self.nodes)):
             self.start(index)
+
+    def pid(self, index: int) -> int | None:
+        proc = self.procs.get(index)
+        return None if proc is None else proc.pid
 
     def running(self, index: int) -> bool:
         proc = self.procs.get(index)
@@ -150,3 +163,97 @@ class LocalNet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 3`` or ``exit code -9 (SIGKILL)``."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"exit code {returncode} ({signal.Signals(-returncode).name})"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class _Watch:
+    """What the supervisor knows about one node."""
+
+    failures: int = 0  # exits since the node last stayed up for ``stable_s``
+    restart_at: float | None = None  # when a down node is started again
+    awaiting: str | None = None  # restarted: "resume" (state loaded), then "ready" (/readyz 200)
+    started_at: float = 0.0
+
+
+class Supervisor:
+    """Restarts the nodes of a running ``LocalNet`` that exit, with exponential backoff.
+
+    ``poll()`` does one pass (tests drive it directly); ``start()`` runs it every
+    ``poll_s`` on a daemon thread until ``stop()``. ``say`` receives one line per event.
+    """
+
+    def __init__(self, net: LocalNet, say: Callable[[str], None], *, backoff_s: float = 1.0,
+                 max_backoff_s: float = 30.0, stable_s: float = 60.0, poll_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.net = net
+        self.say = say
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stable_s = stable_s
+        self.poll_s = poll_s
+        self.clock = clock
+        now = clock()
+        self.watch = [_Watch(started_at=now) for _ in net.nodes]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def delay_s(self, failures: int) -> float:
+        """Backoff before restart number ``failures`` (1-based): 1 s, 2 s, 4 s, ... capped."""
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** max(0, failures - 1)))
+
+    def poll(self) -> None:
+        now = self.clock()
+        for index, watch in enumerate(self.watch):
+            name = self.net.nodes[index]["name"]
+            proc = self.net.procs.get(index)
+            if watch.restart_at is not None:
+                if now >= watch.restart_at:
+                    watch.restart_at = None
+                    self.net.start(index)
+                    watch.started_at = now
+                    watch.awaiting = "resume"
+                    self.say(f"node {name} restarted (pid {self.net.pid(index)}, attempt {watch.failures})")
+                continue
+            if proc is None:
+                continue
+            if proc.poll() is not None:
+                if now - watch.started_at >= self.stable_s:
+                    watch.failures = 0
+                watch.failures += 1
+                watch.awaiting = None
+                delay = self.delay_s(watch.failures)
+                watch.restart_at = now + delay
+                self.say(f"node {name} exited (pid {proc.pid}, {describe_exit(proc.returncode)}); "
+                         f"restarting in {delay:g} s; see {self.net.home(index) / NODE_LOG}")
+                continue
+            if watch.awaiting == "resume":
+                status = self.net.status(index)
+                # The API answers before the node has loaded its chain (empty state root).
+                if status is not None and status.get("state_root"):
+                    watch.awaiting = "ready"
+                    self.say(f"node {name} resumed at height {int(status['height'])} (pid {proc.pid})")
+            elif watch.awaiting == "ready" and self.net.is_ready(index):
+                watch.awaiting = None
+                self.say(f"node {name} is in sync again at height {self.net.height(index)}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.poll()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="devnet-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops supervising (no restart after this returns); the nodes keep running."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

@@ -1,13 +1,37 @@
 """Prometheus metrics of one node: one registry per node, one line of doc per metric.
 
 The names are a published interface (the Grafana dashboard and alert rules in
-deploy/ are built on them; see /work/notes/deploy.md) — never rename one.
-Metrics without a value yet report 0.
+deploy/ are built on them, and tests/e2e/test_deploy_files.py checks both against
+these names) — never rename one.
+Metrics without a value yet report 0. Beside them the registry carries the
+standard ``process_*``, ``python_info`` and ``python_gc_*`` collectors; counters
+export no ``_created`` series.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import contextvars
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# Process-wide switch of prometheus_client: no `<counter>_created` series beside every counter.
+disable_created_metrics()
+
+SUBMISSION_ADMITTED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "gridchain_submission_admitted", default=None)
+"""Per submission request (set by the API listener's middleware in node/service.py): the
+backend appends to it once admission has counted the request's rejections, so that the
+middleware counts only rejections that never reached admission (a malformed body)."""
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -17,6 +41,9 @@ class NodeMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # The same collectors the default registry has (process_*, python_info, python_gc_*).
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.up = Gauge("gridchain_up", "1 while the node process is running.", registry=r)
         self.height = Gauge("gridchain_height", "Height of the latest committed and executed block.", registry=r)
         self.round = Gauge("gridchain_round", "Current consensus round.", registry=r)
@@ -34,6 +61,10 @@ class NodeMetrics:
         self.blocks_committed = Counter("gridchain_blocks_committed", "Blocks committed and executed.", registry=r)
         self.txs_submitted = Counter(
             "gridchain_transactions_submitted", "Transactions admitted (202) by this node's API.", registry=r)
+        self.txs_rejected = Counter(
+            "gridchain_transactions_rejected",
+            "Submitted transactions this node's API rejected, by error code (the code of the 4xx/503 answer).",
+            ["code"], registry=r)
         self.txs_committed = Counter(
             "gridchain_transactions_committed", "Committed transactions with a successful receipt.", registry=r)
         self.txs_failed = Counter(

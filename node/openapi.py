@@ -1,19 +1,37 @@
 """The OpenAPI 3.1 document of the REST API, served at ``/openapi.json``.
 
-Schemas of the records come from the very msgspec Structs the contracts use
-(``msgspec.json.schema_components``), so the document cannot drift from the
-code; the paths are listed here next to a one-line description each.
+Schemas come from msgspec Structs (``msgspec.json.schema_components``): the
+contracts' own records, and for answers that the views build as dicts the
+Structs below, which name every field those dicts carry. Every byte field is
+lowercase hex on the wire (``codec.to_builtins``, and the server accepts only
+hex): msgspec describes ``bytes`` as base64, so ``_hex_bytes_schemas`` rewrites
+each bytes schema from the Structs' type information (its length constraints in
+bytes become hex patterns). ``tests/integration/test_openapi_schemathesis.py``
+runs schemathesis against a live node: every answer must match this document,
+every status it gives must be listed here.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import inspect as mi
 
+from consensus import types as ct
+from contracts import executor
+from contracts import records as rec
 from contracts import state as st
+from contracts import traceability as tr
 from contracts import transactions as txs
+from node import api_views as views
+
+MAX_U64 = 2**63 - 1
+Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+U64 = Annotated[int, msgspec.Meta(ge=0, le=MAX_U64)]
+
+# --- errors and submission ---------------------------------------------------------------
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -23,35 +41,40 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
 
 class Error(msgspec.Struct, frozen=True):
+    """Every error answer. A batch whose every transaction was rejected also carries
+    ``accepted`` (0), ``rejected`` and ``results`` as in ``BatchAccepted``."""
+
     error: ErrorBody
 
 
-class SignedTxJson(msgspec.Struct, frozen=True):
+class SignedTxJson(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A signed transaction as JSON: the tx object and the hex signature of its canonical bytes."""
 
     tx: txs.Tx
-    signature: str
+    signature: txs.Signature
 
 
-class RawTx(msgspec.Struct, frozen=True):
+class RawTx(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A signed transaction as hex of its raw canonical bytes."""
 
-    raw: str
+    raw: bytes
 
 
-class Batch(msgspec.Struct, frozen=True):
+class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Each item is a ``RawTx`` or a ``SignedTxJson`` (at most 2,000)."""
 
-    transactions: list[dict[str, Any]]
+    transactions: list[Any]
 
 
 class Accepted(msgspec.Struct, frozen=True):
-    tx_hash: str
+    tx_hash: Hash32
 
 
 class BatchItem(msgspec.Struct, frozen=True):
-    tx_hash: str | None
+    tx_hash: Hash32 | None
+    """None when the item could not be decoded."""
     error: ErrorBody | None = None
+    """Absent when accepted."""
 
 
 class BatchAccepted(msgspec.Struct, frozen=True):
@@ -60,9 +83,182 @@ class BatchAccepted(msgspec.Struct, frozen=True):
     results: list[BatchItem]
 
 
+# --- answers the views build as dicts -----------------------------------------------------
+
+
+class MarketInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Slot timing and prices (``node.api_views.market_info``); the current slot by block time."""
+
+    genesis_time_ms: int
+    slot_ms: int
+    gate_lead_ms: int
+    meter_window_ms: int
+    max_horizon_slots: int
+    p_min: int
+    p_max: int
+    grid_fee: int
+    p_short: int
+    p_long: int
+    block_timestamp_ms: int
+    current_slot: int
+    grid_operator: str
+
+
+class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    chain_id: str
+    node_id: int
+    node_name: str
+    role: str
+    height: int
+    committed_height: int
+    round: int
+    leader: int
+    state_root: bytes
+    peers: int
+    syncing: bool
+    mempool_size: int
+    last_voted_round: int
+    market: MarketInfo
+
+
+class Dropped(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Why an accepted transaction left the mempool without being included."""
+
+    code: str
+    message: str
+
+
+class TxLookup(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    tx_hash: Hash32
+    status: Literal["pending", "committed", "failed"]
+    height: int | None
+    index: int | None
+    receipt: Any
+    """The execution receipt once included; ``Dropped`` when it expired or could no longer
+    commit; null while pending."""
+
+
+class TxView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    hash: Hash32
+    tx: txs.Tx
+    signature: bytes
+    raw: bytes
+
+
+class MalformedTxView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A transaction in a block that does not decode (it got a failed receipt)."""
+
+    hash: Hash32
+    raw: bytes
+    malformed: bool
+
+
+class BlockView(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    height: int
+    block_id: Hash32
+    round: int
+    epoch: int
+    author: int
+    timestamp_ms: int
+    parent_id: Hash32
+    tx_root: Hash32
+    state_root: bytes
+    """Empty for the genesis block."""
+    receipts_root: bytes
+    """Empty for the genesis block."""
+    executed_height: int
+    executed_state_root: bytes
+    failed_authors: list[tuple[int, int]]
+    tx_count: int
+    header: ct.BlockHeader
+    commit_qc: ct.QuorumCert | None
+    """The QC certifying this block, once the next block is committed."""
+    txs: list[Any]
+    """Transaction hashes, or with ``?txs=full`` each decoded (``TxView`` / ``MalformedTxView``)."""
+    receipts: list[executor.Receipt] = []
+    """Execution receipts in payload order (absent for a block without transactions)."""
+
+
+class SlotView(st.SlotRecord, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The slot record (status from the block time when it has none) with its lifecycle times."""
+
+    gate_close_ms: int
+    start_ms: int
+    settle_time_ms: int
+    trades: list[st.Trade]
+    open_orders: int
+    settlements: list[st.SettlementLine]
+    """One page of the slot's settlement lines, by account."""
+    settlements_next: str | None
+    """``settlements_after_account`` of the next page; null on the last page."""
+
+
+class AccountView(st.Account, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The account with one page of its settlement lines, newest slot first."""
+
+    settlements: list[st.SettlementLine]
+    settlements_next: int | None
+    """``settlements_before_slot`` of the next page; null on the last page."""
+
+
+class Trades(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    trades: list[st.Trade]
+
+
+class ValidatorView(st.ValidatorInfo, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    credit: int
+    excluded_until_round: int
+    leader_share_ppm: int
+
+
+class Validators(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    validators: list[ValidatorView]
+
+
+class DispatchList(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    dispatch: list[st.Dispatch]
+
+
+class LocationJson(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    height: int
+    index: int
+
+
+class BlockRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    height: int
+    block_id: Hash32
+    receipts_root: bytes
+    state_root: bytes
+
+
+class LineageEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    role: str
+    location: LocationJson
+    block: Any
+    """``BlockRef``, or an empty object when the block is not stored on this node."""
+    record: rec.Record | None  # type: ignore[valid-type]
+    """The decoded leaf; null when the leaf is not stored on this node."""
+    leaf: bytes | None
+    proof: tr.Proof | None
+
+
+class Trace(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    trade_id: str
+    lineage: list[LineageEntry]
+
+
+class Health(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    status: Literal["ok"]
+
+
+class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    status: Literal["ready"]
+
+
 _SCHEMA_TYPES: tuple[Any, ...] = (
-    Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, st.Account, st.Order, st.SlotRecord,
-    st.Trade, st.Reading, st.SettlementLine, st.Dispatch, st.ValidatorInfo,
+    Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, Status, TxLookup, Dropped, TxView,
+    MalformedTxView, BlockView, BlockRef, AccountView, SlotView, st.Order, Trades, Trace, Validators, DispatchList,
+    Health, Ready,
 )
 
 
@@ -70,79 +266,255 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Properties msgspec cannot express (unions of untagged Structs); each stays an ``Any`` in its Struct.
+_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("Batch", "transactions"): {"type": "array", "minItems": 1, "maxItems": 2_000,
+                                "items": {"anyOf": [_ref("RawTx"), _ref("SignedTxJson")]}},
+    ("BlockView", "txs"): {"anyOf": [
+        {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+        {"type": "array", "items": {"anyOf": [_ref("TxView"), _ref("MalformedTxView")]}},
+    ]},
+    ("LineageEntry", "block"): {"anyOf": [_ref("BlockRef"), {"type": "object", "maxProperties": 0}]},
+    ("TxLookup", "receipt"): {"anyOf": [_ref("Receipt"), _ref("Dropped"), {"type": "null"}]},
+}
+
+
+# --- bytes as hex --------------------------------------------------------------------------
+
+
+def _hex_schema(info: mi.BytesType) -> dict[str, Any]:
+    lo, hi = info.min_length or 0, info.max_length
+    if hi is None:
+        size = f"{{{2 * lo},}}" if lo else "*"
+        pattern = f"^(?:[0-9a-f]{{2}}){size}$" if lo else "^(?:[0-9a-f]{2})*$"
+        what = f"at least {lo} bytes" if lo else "bytes"
+    elif lo == hi:
+        pattern, what = f"^[0-9a-f]{{{2 * lo}}}$", f"{lo} bytes"
+    else:
+        pattern, what = f"^(?:[0-9a-f]{{2}}){{{lo},{hi}}}$", f"{lo}..{hi} bytes"
+    return {"type": "string", "pattern": pattern, "description": f"lowercase hex of {what}"}
+
+
+def _bytes_types(info: Any, seen: set[type]) -> list[mi.BytesType]:
+    """Every bytes type reachable in ``info`` without entering another Struct."""
+    if isinstance(info, mi.BytesType):
+        return [info]
+    if isinstance(info, mi.Metadata):
+        return _bytes_types(info.type, seen)
+    if isinstance(info, mi.UnionType):
+        return [b for t in info.types for b in _bytes_types(t, seen)]
+    if isinstance(info, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
+        return _bytes_types(info.item_type, seen)
+    if isinstance(info, mi.TupleType):
+        return [b for t in info.item_types for b in _bytes_types(t, seen)]
+    if isinstance(info, mi.DictType):
+        return _bytes_types(info.value_type, seen)
+    return []
+
+
+def _structs(info: Any, out: dict[str, mi.StructType]) -> None:
+    if isinstance(info, mi.StructType):
+        if info.cls.__name__ in out:
+            return
+        out[info.cls.__name__] = info
+        for field in info.fields:
+            _structs(field.type, out)
+    elif isinstance(info, mi.Metadata):
+        _structs(info.type, out)
+    elif isinstance(info, mi.UnionType):
+        for t in info.types:
+            _structs(t, out)
+    elif isinstance(info, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
+        _structs(info.item_type, out)
+    elif isinstance(info, mi.TupleType):
+        for t in info.item_types:
+            _structs(t, out)
+    elif isinstance(info, mi.DictType):
+        _structs(info.value_type, out)
+
+
+def _replace_base64(node: Any, hex_schema: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if node.get("contentEncoding") == "base64":
+            return dict(hex_schema)
+        return {k: _replace_base64(v, hex_schema) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_base64(v, hex_schema) for v in node]
+    return node
+
+
+def _hex_bytes_schemas(components: dict[str, Any], types: tuple[Any, ...]) -> None:
+    """Rewrite, in place, every base64 bytes schema of a Struct field into its hex schema."""
+    structs: dict[str, mi.StructType] = {}
+    for info in mi.multi_type_info(types):
+        _structs(info, structs)
+    for name, info in structs.items():
+        schema = components.get(name)
+        if schema is None or "properties" not in schema:
+            continue
+        for field in info.fields:
+            kinds = {(b.min_length, b.max_length) for b in _bytes_types(field.type, set())}
+            if not kinds:
+                continue
+            assert len(kinds) == 1, f"{name}.{field.name}: bytes of several sizes in one field"
+            (lo, hi), = kinds
+            prop = schema["properties"][field.encode_name]
+            schema["properties"][field.encode_name] = _replace_base64(
+                prop, _hex_schema(mi.BytesType(min_length=lo, max_length=hi)))
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
 def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-_ERR = {"description": "error", "content": _json_content(_ref("Error"))}
-_OBJ = {"type": "object"}
+def _err(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": _json_content(_ref("Error"))}
+    if headers:
+        out["headers"] = headers
+    return out
 
 
-def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"get": {
-        "summary": summary, "parameters": params or [],
-        "responses": {"200": {"description": "ok", "content": _json_content(schema)},
-                      "400": _ERR, "404": _ERR},
-    }}
+_ALLOW = {"Allow": {"description": "the methods the path supports", "schema": {"type": "string"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before resubmitting",
+                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+_405 = _err("method_not_allowed: the path does not support this method (see Allow)", _ALLOW)
+_400_PARAMS = "bad_request: a path or query parameter is invalid, unknown or repeated"
 
 
-def _p(name: str, where: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None,
+         *, op_id: str, not_found: str | None = None,
+         more: dict[str, Any] | None = None) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "ok", "content": _json_content(schema)},
+        "400": _err(_400_PARAMS),
+        "405": _405,
+    }
+    if not_found:
+        responses["404"] = _err(not_found)
+    responses.update(more or {})
+    return {"get": {"operationId": op_id, "summary": summary, "parameters": params or [],
+                    "responses": responses}}
+
+
+def _p(name: str, where: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": where, "required": where == "path", "description": description,
-            "schema": schema or {"type": "string"}}
+            "schema": schema}
+
+
+_HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_ADDRESS = {"type": "string", "pattern": "^[0-9a-f]{40}$"}
+_UINT = {"type": "integer", "minimum": 0, "maximum": MAX_U64}
+_TRADE_ID = {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"}
+_SETTLEMENTS_LIMIT = _p("settlements_limit", "query", "settlement lines per page (default 100)",
+                        {"type": "integer", "minimum": 1, "maximum": views.SETTLEMENTS_PAGE_MAX})
+
+_SUBMIT_ERRORS = {
+    "400": _err("malformed, bad_request, too_large, bad_signature, wrong_chain, expired, batch_too_large"),
+    "403": _err("not_registered, wrong_signer, unauthorized"),
+    "409": _err("stale_nonce: the nonce is at or below the sender's last accepted one"),
+    "413": _err("body_too_large: the request body exceeds the node's limit"),
+    "415": _err("unsupported_media_type: use application/json or application/msgpack"),
+    "422": _err("a contract rule refuses it already at admission (e.g. role_not_allowed, "
+                "price_out_of_range, bad_quantity, slot_closed, beyond_horizon); `rejected` for "
+                "a batch whose every transaction was rejected (with the per-item results)"),
+    "429": _err("account_limit: too many pending transactions of this sender"),
+    "503": _err("mempool_full: back off (Retry-After) and resubmit", _RETRY_AFTER),
+}
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")
+    _hex_bytes_schemas(components, _SCHEMA_TYPES)
+    for (name, prop), schema in _OVERRIDES.items():
+        components[name]["properties"][prop] = schema
     submit = {"post": {
+        "operationId": "submitTransactions",
         "summary": "Submit one signed transaction or a batch. 202 once durable in the mempool journal.",
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"oneOf": [_ref("RawTx"), _ref("SignedTxJson"), _ref("Batch")]}},
-            "application/msgpack": {"schema": {"description": "MessagePack array of raw signed txs (bin)"}},
+            "application/json": {"schema": {"anyOf": [_ref("RawTx"), _ref("SignedTxJson"), _ref("Batch")]}},
+            "application/msgpack": {"schema": {
+                "type": "string", "format": "binary",
+                "description": "MessagePack array of raw signed transactions (bin)"}},
         }},
         "responses": {
             "202": {"description": "accepted", "content": _json_content(
-                {"oneOf": [_ref("Accepted"), _ref("BatchAccepted")]})},
-            "400": _ERR, "403": _ERR, "409": _ERR, "413": _ERR, "422": _ERR,
-            "429": {"description": "account_limit: too many pending transactions of this sender",
-                    "content": _json_content(_ref("Error"))},
-            "503": {"description": "mempool_full: back off (Retry-After) and resubmit", "content":
-                    _json_content(_ref("Error"))},
+                {"anyOf": [_ref("Accepted"), _ref("BatchAccepted")]})},
+            **_SUBMIT_ERRORS,
+            "405": _405,
         },
     }}
+    hash_p = _p("hash", "path", "64 hex chars", _HASH)
     paths: dict[str, Any] = {
-        "/v1/status": _get("Chain id, node id, role, height, round, leader, state root, peers, syncing, market timing", _OBJ),
+        "/v1/status": _get("Chain id, node id, role, height, round, leader, state root, peers, syncing, "
+                           "market timing", _ref("Status"), op_id="getStatus"),
         "/v1/transactions": submit,
-        "/v1/transactions/{hash}": _get("pending / committed / failed, height, receipt", _OBJ,
-                                        [_p("hash", "path", "64 hex chars")]),
-        "/v1/blocks/{height}": _get("A committed block (height or 'latest'); ?txs=full decodes transactions", _OBJ,
-                                    [_p("height", "path", "height or latest"), _p("txs", "query", "full")]),
-        "/v1/accounts/{address}": _get("Role, status, balance, locked, pending, debt, nonce", _ref("Account"),
-                                       [_p("address", "path", "40 hex chars")]),
-        "/v1/market/slots/{slot}": _get("Slot state, price, volume_wh, trades", _OBJ,
-                                        [_p("slot", "path", "slot number", {"type": "integer"})]),
-        "/v1/orders/{order_id}": _get("One order (id = hash of the placing tx)", _ref("Order"),
-                                      [_p("order_id", "path", "64 hex chars")]),
-        "/v1/trades": _get("Trades by account and/or slot", {"type": "object", "properties": {
-            "trades": {"type": "array", "items": _ref("Trade")}}},
-            [_p("account", "query", "address"), _p("slot", "query", "slot", {"type": "integer"}),
-             _p("limit", "query", "max items (<= 10000)", {"type": "integer"})]),
+        "/v1/transactions/{hash}": _get(
+            "pending / committed / failed, height, receipt", _ref("TxLookup"), [hash_p],
+            op_id="getTransaction", not_found="not_found: unknown transaction"),
+        "/v1/blocks/{height}": _get(
+            "A committed block (height or 'latest'); ?txs=full decodes transactions", _ref("BlockView"),
+            [_p("height", "path", "height or latest", {"anyOf": [_UINT, {"type": "string", "enum": ["latest"]}]}),
+             _p("txs", "query", "full: decode each transaction; hashes (default): only their hashes",
+                {"type": "string", "enum": ["full", "hashes"]})],
+            op_id="getBlock", not_found="not_found: no committed block at that height"),
+        "/v1/accounts/{address}": _get(
+            "Role, status, balance, locked, pending, debt, nonce, and its settlement lines (paged)",
+            _ref("AccountView"),
+            [_p("address", "path", "40 hex chars", _ADDRESS), _SETTLEMENTS_LIMIT,
+             _p("settlements_before_slot", "query", "next page: lines of slots before this one", _UINT)],
+            op_id="getAccount", not_found="not_found: unknown account"),
+        "/v1/market/slots/{slot}": _get(
+            "Slot state, price, volume_wh, trades, and its settlement lines (paged)", _ref("SlotView"),
+            [_p("slot", "path", "slot number", _UINT), _SETTLEMENTS_LIMIT,
+             _p("settlements_after_account", "query", "next page: lines of accounts after this one", _ADDRESS)],
+            op_id="getSlot",
+            not_found="beyond_horizon: the slot is beyond the horizon at the latest block time"),
+        "/v1/orders/{order_id}": _get(
+            "One order (id = hash of the placing tx)", _ref("Order"),
+            [_p("order_id", "path", "64 hex chars", _HASH)],
+            op_id="getOrder", not_found="not_found: unknown order"),
+        "/v1/trades": _get(
+            "Trades by account and/or slot, oldest first", _ref("Trades"),
+            [_p("account", "query", "address", _ADDRESS), _p("slot", "query", "slot", _UINT),
+             _p("limit", "query", "max items (default 1000)", {"type": "integer", "minimum": 0, "maximum": 10_000})],
+            op_id="getTrades"),
         "/v1/trace/trades/{trade_id}": _get(
             "Lineage of a trade (orders, clearing, trade, readings, settlement) with Merkle inclusion proofs",
-            _OBJ, [_p("trade_id", "path", "trade id")]),
-        "/v1/validators": _get("Validators with credit, leader share, rewards", _OBJ),
-        "/v1/dispatch": _get("Dispatch instructions, optionally of one account", _OBJ,
-                             [_p("account", "query", "address")]),
-        "/v1/events": _get("WebSocket stream of JSON events (blocks, txs, trades, dispatch)", _OBJ,
-                           [_p("topics", "query", "comma list of blocks,txs,trades,dispatch"),
-                            _p("account", "query", "only events involving this address")]),
-        "/healthz": _get("Process alive", _OBJ),
-        "/readyz": _get("Synced and connected to a quorum (503 otherwise)", _OBJ),
+            _ref("Trace"), [_p("trade_id", "path", "trade id: <slot>-<k>", _TRADE_ID)],
+            op_id="getTrace", not_found="not_found: unknown trade"),
+        "/v1/validators": _get("Validators with credit, leader share, rewards", _ref("Validators"),
+                               op_id="getValidators"),
+        "/v1/dispatch": _get("Dispatch instructions, optionally of one account", _ref("DispatchList"),
+                             [_p("account", "query", "address", _ADDRESS)], op_id="getDispatch"),
+        "/v1/events": {"get": {
+            "operationId": "events",
+            "summary": "WebSocket stream of JSON events (blocks, txs, trades, dispatch); needs an Upgrade",
+            "parameters": [
+                _p("topics", "query", "comma list of blocks,txs,trades,dispatch",
+                   {"type": "string", "pattern": "^(blocks|txs|trades|dispatch)(,(blocks|txs|trades|dispatch))*$"}),
+                _p("account", "query", "only events involving this address", _ADDRESS)],
+            "responses": {
+                "101": {"description": "switching protocols: the WebSocket stream"},
+                "400": _err(_400_PARAMS + "; or the request is not a WebSocket upgrade"),
+                "405": _405,
+                "503": _err("too_many_subscribers"),
+            },
+        }},
+        "/healthz": _get("Process alive", _ref("Health"), op_id="healthz",
+                         more={"503": _err("not_ready: a task of the node has stopped")}),
+        "/readyz": _get("Synced and connected to a quorum", _ref("Ready"), op_id="readyz",
+                        more={"503": _err("not_ready: syncing or no quorum of peers")}),
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "GridChain node API", "version": "1", "description":
-                 "Errors are {\"error\": {\"code\", \"message\"}} with a 4xx/5xx status."},
+                 "Errors are {\"error\": {\"code\", \"message\"}} with a 4xx/5xx status. "
+                 "Byte fields are lowercase hex. Query parameters not listed for an "
+                 "operation, or given twice, are refused with 400 bad_request."},
         "paths": paths,
         "components": {"schemas": components},
     }

@@ -32,13 +32,13 @@ from consensus.types import Message
 from consensus.validation import check_message
 from contracts.genesis import Genesis
 from node import keys
-from node.api import create_api_app
+from node.api import API_VERSION, ApiError, create_api_app
 from node.backend import Backend, BoundedSet
 from node.config import GENESIS_FILE, KEY_FILE, ConfigError, NodeConfig, data_path, load_config
 from node.driver import Driver
 from node.genesis import load_genesis
 from node.mempool import Mempool
-from node.metrics import NodeMetrics
+from node.metrics import SUBMISSION_ADMITTED, NodeMetrics
 from node.storage import Storage
 from node.transport import DROP_REASONS, Transport
 
@@ -124,6 +124,29 @@ class NodeService:
         self.metrics.peers.set(len(self.transport.connected()))
 
     # ------------------------------------------------------------------ apps
+    def _api_app(self) -> web.Application:
+        app = create_api_app(self.backend)
+        # Inside the API's error middleware: sees an ApiError before it becomes a response.
+        app.middlewares.append(self._count_rejected_submissions)
+        return app
+
+    @web.middleware
+    async def _count_rejected_submissions(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """gridchain_transactions_rejected_total for submissions refused before admission
+        (malformed body, bad encoding, batch too large); admission counts its own."""
+        if request.method != "POST" or request.path != f"/{API_VERSION}/transactions":
+            return await handler(request)  # type: ignore[no-any-return]
+        admitted: list[bool] = []
+        token = SUBMISSION_ADMITTED.set(admitted)
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except ApiError as exc:
+            if not admitted:
+                self.metrics.txs_rejected.labels(code=exc.code).inc()
+            raise
+        finally:
+            SUBMISSION_ADMITTED.reset(token)
+
     def _p2p_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_message_bytes)
         self.transport.mount(app)
@@ -166,7 +189,7 @@ class NodeService:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.driver.load)
         await self._serve(self._p2p_app(), self.config.p2p_port, self.transport.server_ssl())
-        await self._serve(create_api_app(self.backend), self.config.api_port)
+        await self._serve(self._api_app(), self.config.api_port)
         await self._serve(self._metrics_app(), self.config.metrics_port)
         await self.transport.start()
         self.backend.start()

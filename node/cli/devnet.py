@@ -3,8 +3,13 @@
 Generates the network into ``--home`` if it is empty or missing (as
 ``gridchain genesis --host-mode local``), starts one ``gridchain node`` per
 validator, waits until all are ready, prints their URLs and the demo accounts'
-key files, optionally runs the demo trading day (``--demo``), and keeps running
-until SIGINT/SIGTERM, when it stops every node it started.
+key files and each node's pid, optionally runs the demo trading day (``--demo``),
+and keeps running until SIGINT/SIGTERM, when it stops every node it started.
+
+While it runs, a node that exits (a crash, or ``kill -9 PID`` to watch the others
+carry on) is reported with its name, pid and exit code and restarted after a
+backoff (1 s, 2 s, 4 s, ... up to 30 s); once it answers again the devnet prints the
+height it resumed at. The other nodes keep running throughout.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _print_network(console: Console, network: dict[str, Any], accounts: list[dict[str, Any]]) -> None:
+def _print_network(console: Console, network: dict[str, Any], accounts: list[dict[str, Any]],
+                   pids: list[int | None]) -> None:
     console.print(f"[bold]GridChain devnet[/] · chain {network['chain_id']}")
-    for node in network["nodes"]:
-        console.print(f"  {node['name']:<10} {node['role']:<10} api {node['api_url']}  "
+    for node, pid in zip(network["nodes"], pids, strict=True):
+        console.print(f"  {node['name']:<10} {node['role']:<10} pid {pid}  api {node['api_url']}  "
                       f"metrics {node['metrics_url']}  log {Path(node['home']) / 'node.log'}", soft_wrap=True)
     console.print("[bold]demo accounts[/] (name, role, address, key file)")
     for account in accounts:
@@ -48,7 +54,7 @@ def _print_network(console: Console, network: dict[str, Any], accounts: list[dic
 def run(args: argparse.Namespace) -> int:
     from contracts.errors import GenesisError
     from node import genesis as gen
-    from node.localnet import LocalNet
+    from node.localnet import LocalNet, Supervisor
 
     console = Console()
     home: Path = args.home
@@ -70,27 +76,31 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     net = LocalNet(home, log_level=args.log_level)
+    supervisor: Supervisor | None = None
     try:
         net.start_all()
         console.print(f"starting {len(net.nodes)} nodes ...")
         net.wait_ready(timeout_s=90)
         accounts = json.loads((home / "accounts.json").read_text())
-        _print_network(console, net.network, accounts)
+        _print_network(console, net.network, accounts, [net.pid(i) for i in range(len(net.nodes))])
         console.print(f"network: {home / 'network.json'}   accounts: {home / 'accounts.json'}")
+        supervisor = Supervisor(net, lambda line: console.print(line, soft_wrap=True, markup=False,
+                                                                highlight=False))
+        supervisor.start()
         if args.demo and not stop.is_set():
             from node.demo import run_demo
 
             run_demo(home, console=console)
-        console.print("[bold green]devnet running[/] — Ctrl-C stops every node")
+        console.print("[bold green]devnet running[/] — a node that exits is restarted; "
+                      "Ctrl-C stops every node", soft_wrap=True)
         while not stop.wait(1.0):
-            for index in range(len(net.nodes)):
-                if not net.running(index):
-                    console.print(f"[red]node {net.nodes[index]['name']} exited; see its node.log[/]")
-                    return 1
+            pass
     except (TimeoutError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         console.print("stopping nodes ...")
         net.stop_all()
     return 0

@@ -29,12 +29,16 @@ def register(subparsers: Any) -> None:
     add_network_arguments(parser)
     parser.add_argument("--no-demo-accounts", action="store_true", help="only the grid operator account")
     parser.add_argument("--bench-accounts", type=int, default=0, help="extra funded accounts for load tests")
+    parser.add_argument("--account", action="append", default=[], metavar="NAME:ROLE:BALANCE_U:KEY",
+                        help="add an account whose key you hold: KEY is a key file or a public key "
+                             "(64 hex); repeat for more")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        extra = tuple(gen.parse_account(text) for text in args.account)
         network = gen.generate_network(
             args.out,
             nodes=gen.parse_nodes(args.nodes),
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             round_timeout_ms=args.round_timeout_ms,
             demo_accounts=not args.no_demo_accounts,
             bench_accounts=args.bench_accounts,
+            extra_accounts=extra,
             force=args.force,
         )
     except (GenesisError, KeyFileError) as exc:

@@ -1,14 +1,16 @@
-"""``gridchain verify-proof``: check a trade's lineage proofs offline.
+"""``gridchain verify-proof``: check a trade's lineage proofs.
 
 Input is what ``gridchain query trace TRADE_ID`` (or ``GET
 /v1/trace/trades/{id}``) printed: per lineage record the leaf bytes, a Merkle
 inclusion proof and the block it belongs to. Each proof is checked against the
 block's ``receipts_root``: by default the root carried in the file, or, to
 trust nothing the serving node said, against roots from block headers you
-fetched yourself (``--header FILE``, repeatable: the JSON of
-``gridchain query block H``). Give the same height from several nodes to
-cross-check them: headers that disagree are an error. With ``--receipts-root HEX`` a
-single-record file is checked against that root.
+fetched yourself: ``--node URL`` fetches the header of every height the lineage
+spans (a lineage spans several: orders, clearing, readings, settlement) from that
+node, or ``--header FILE`` (repeatable: the JSON of ``gridchain query block H``)
+for offline use. Give the same height from several nodes (``--node`` repeated, or
+headers saved from each) to cross-check them: headers that disagree are an error.
+With ``--receipts-root HEX`` a single-record file is checked against that root.
 
 It also checks that each displayed ``record`` is exactly the decoded leaf, so
 the human-readable part cannot differ from what was proven. Exit status 0 if
@@ -31,6 +33,10 @@ from node.cli import apiutil as common
 
 class ProofFormatError(ValueError):
     code = "bad_proof_file"
+
+
+class NodeUnreachable(ProofFormatError):
+    code = "node_unreachable"
 
 
 def _hex(value: Any, what: str) -> bytes:
@@ -98,6 +104,37 @@ def verify_trace(doc: Any, *, roots: dict[int, bytes] | None = None,
     return out
 
 
+def lineage_heights(doc: Any) -> list[int]:
+    """The block heights a trace document's entries belong to (sorted, distinct)."""
+    entries = doc.get("lineage", [doc]) if isinstance(doc, dict) else []
+    heights = {e.get("location", {}).get("height") for e in entries if isinstance(e, dict)}
+    return sorted(h for h in heights if type(h) is int)
+
+
+def _add_root(roots: dict[int, bytes], header: Any, source: str) -> None:
+    if not isinstance(header, dict) or type(header.get("height")) is not int:
+        raise ProofFormatError(f"{source}: not a block (gridchain query block H)")
+    root = _hex(header.get("receipts_root"), f"{source}: receipts_root")
+    if roots.setdefault(header["height"], root) != root:
+        raise ProofFormatError(f"headers disagree on the receipts root of height {header['height']}")
+
+
+def _fetch_headers(roots: dict[int, bytes], node: str, heights: list[int]) -> None:
+    """The header of each height from ``node``'s ``GET /v1/blocks/{h}``, into ``roots``."""
+    from node.client import ApiClientError, Client
+
+    try:
+        with Client(node) as client:
+            for height in heights:
+                block = client.block(height)
+                if block is None:
+                    raise ProofFormatError(f"{node} has no block at height {height}")
+                _add_root(roots, block, f"{node} block {height}")
+    except ApiClientError as exc:
+        raise NodeUnreachable(f"{node}: {exc}") from None
+
+
+
 def _load(path: str) -> Any:
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
@@ -110,15 +147,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         doc = _load(args.file)
         roots: dict[int, bytes] | None = None
-        if args.header:
+        if args.header or args.node:
             roots = {}
             for header_file in args.header:
-                header = _load(header_file)
-                if not isinstance(header, dict) or type(header.get("height")) is not int:
-                    raise ProofFormatError(f"{header_file}: not a block (gridchain query block H)")
-                root = _hex(header.get("receipts_root"), f"{header_file}: receipts_root")
-                if roots.setdefault(header["height"], root) != root:
-                    raise ProofFormatError(f"headers disagree on the receipts root of height {header['height']}")
+                _add_root(roots, _load(header_file), header_file)
+            for node in args.node:
+                _fetch_headers(roots, node, lineage_heights(doc))
         override = _hex(args.receipts_root, "--receipts-root") if args.receipts_root else None
         results = verify_trace(doc, roots=roots, override_root=override)
     except ProofFormatError as exc:
@@ -129,10 +163,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("verify-proof", help="verify a trade lineage's inclusion proofs offline",
+    p = subparsers.add_parser("verify-proof", help="verify a trade lineage's inclusion proofs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="trace JSON (from `gridchain query trace`), or - for stdin")
+    p.add_argument("--node", action="append", default=[], metavar="URL",
+                   help="fetch the header of every height the lineage spans from this node's API; "
+                        "repeat to cross-check nodes")
     p.add_argument("--header", action="append", default=[],
-                   help="trusted block JSON (`gridchain query block H`); repeat per height")
+                   help="trusted block JSON (`gridchain query block H`), for offline use; repeat per height")
     p.add_argument("--receipts-root", default=None, help="check every entry against this root (hex)")
     p.set_defaults(func=run)

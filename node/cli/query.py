@@ -1,7 +1,8 @@
 """``gridchain query ...``: read chain data from a node's REST API as JSON.
 
-Subcommands: ``status``, ``block [HEIGHT|latest]``, ``tx HASH``, ``account ADDRESS``,
-``slot SLOT``, ``order ORDER_ID``, ``trades [--account A] [--slot S]``,
+Subcommands: ``status``, ``block [HEIGHT|latest]``, ``tx HASH``,
+``account ADDRESS`` or ``account --key FILE`` (the key file's account; only its public
+key is read), ``slot SLOT``, ``order ORDER_ID``, ``trades [--account A] [--slot S]``,
 ``trace TRADE_ID`` (lineage with inclusion proofs; feed it to
 ``gridchain verify-proof``), ``validators``, ``dispatch [--account A]``.
 Exit status 0 on success, 1 when the node answers with an error (including
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from consensus import crypto
+from node import keys
 from node.cli import apiutil as common
 from node.client import ApiClientError, Client
 
@@ -21,6 +24,16 @@ def _height(value: str) -> str:
     if value == "latest" or value.isdigit():
         return value
     raise argparse.ArgumentTypeError("height is a non-negative integer or 'latest'")
+
+
+def _account_address(args: argparse.Namespace) -> str:
+    """ADDRESS as given, or the address of ``--key``'s public key."""
+    if args.key is None:
+        return str(args.address)
+    try:
+        return crypto.address(keys.load_key_file(args.key).public_key)
+    except keys.KeyFileError as exc:
+        raise common.UsageError(str(exc)) from None
 
 
 def _run_query(args: argparse.Namespace, c: Client) -> Any:
@@ -32,9 +45,12 @@ def _run_query(args: argparse.Namespace, c: Client) -> Any:
     if what == "tx":
         return c.transaction(args.hash)
     if what == "account":
-        return c.account(args.address)
+        return c.account(_account_address(args), settlements_limit=args.settlements_limit,
+                         settlements_before_slot=args.settlements_before_slot)
     if what == "slot":
-        return c.slot(common.resolve_slot(args.slot, c.status()["market"]))
+        return c.slot(common.resolve_slot(args.slot, c.status()["market"]),
+                      settlements_limit=args.settlements_limit,
+                      settlements_after_account=args.settlements_after_account)
     if what == "order":
         return c.order(args.order_id)
     if what == "trades":
@@ -79,10 +95,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--full", action="store_true", help="decode the transactions")
     p = q("tx", "status and receipt of a transaction")
     p.add_argument("hash", type=common.hash_arg)
-    p = q("account", "balance, locked, pending, debt, nonce, role, status")
-    p.add_argument("address", type=common.address_arg)
-    p = q("slot", "market slot: state, clearing price, volume, trades")
+    p = q("account", "balance, locked, pending, debt, nonce, role, status, settlement lines")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("address", nargs="?", type=common.address_arg, default=None)
+    g.add_argument("--key", default=None, help="key file: query the account of its public key")
+    p.add_argument("--settlements-limit", type=common.positive_int, default=None,
+                   help="settlement lines per page (newest slot first)")
+    p.add_argument("--settlements-before-slot", type=common.uint_arg, default=None,
+                   help="page cursor: lines of slots below this one (the answer's settlements_next)")
+    p = q("slot", "market slot: state, clearing price, volume, trades, settlement lines")
     p.add_argument("slot", help="slot number, next, current or previous")
+    p.add_argument("--settlements-limit", type=common.positive_int, default=None,
+                   help="settlement lines per page (by account address)")
+    p.add_argument("--settlements-after-account", type=common.address_arg, default=None,
+                   help="page cursor: lines of accounts after this address (the answer's settlements_next)")
     p = q("order", "one order")
     p.add_argument("order_id", type=common.hash_arg)
     p = q("trades", "trades of an account and/or slot")

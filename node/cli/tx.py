@@ -7,6 +7,13 @@ Every transaction kind of ``contracts.transactions`` has a subcommand. All take
 Exit status: 0 accepted (and committed with --wait), 1 failed receipt or
 rejected by the node, 2 bad arguments or key file.
 
+``--dry-run`` signs and prints the transaction as ``POST /v1/transactions``
+accepts it (``{"tx": {...}, "signature": hex}``, docs/TRANSACTIONS.md) and sends
+nothing. The node is asked only for what the arguments leave open: the chain id
+(``--chain-id``), the nonce (``--nonce``) and ``next``-style slots; with those
+given, and ``--expires-at-ms`` instead of ``--ttl-ms``, the output is fully
+determined by the arguments.
+
 Example::
 
     gridchain tx order --node http://127.0.0.1:7200 --key keys/consumer-1.json \\
@@ -86,8 +93,19 @@ def _burn(a: argparse.Namespace, c: Client) -> Any:
     return txs.Burn(amount_u=a.amount_u)
 
 
+def _slot(a: argparse.Namespace, c: Client) -> int:
+    """A numeric --slot as given (no node needed); ``next``, ``previous``... from the node's timing."""
+    if a.slot.isdigit():
+        return int(a.slot)
+    return common.resolve_slot(a.slot, c.status()["market"])
+
+
+def _chain_id(a: argparse.Namespace, c: Client) -> str:
+    return str(a.chain_id) if a.chain_id is not None else str(c.chain_id())
+
+
 def _order(a: argparse.Namespace, c: Client) -> Any:
-    slot = common.resolve_slot(a.slot, c.status()["market"])
+    slot = _slot(a, c)
     return txs.PlaceOrder(slot=slot, side=a.side, price_u_per_wh=a.price, quantity_wh=a.quantity_wh,
                           energy_type=a.energy_type)
 
@@ -97,7 +115,7 @@ def _cancel(a: argparse.Namespace, c: Client) -> Any:
 
 
 def _reading(a: argparse.Namespace, c: Client) -> Any:
-    slot = common.resolve_slot(a.slot, c.status()["market"])
+    slot = _slot(a, c)
     return txs.SubmitReading(slot=slot, import_wh=a.import_wh, export_wh=a.export_wh)
 
 
@@ -115,7 +133,7 @@ def _ack(a: argparse.Namespace, c: Client) -> Any:
 
 def _notarize(a: argparse.Namespace, c: Client) -> Any:
     signers = [keys.load_signer(a.key)] + [keys.load_signer(p) for p in a.party_key]
-    return notarize_body(chain_id=c.chain_id(), doc_hash=a.doc_hash, signers=signers, title=a.title)
+    return notarize_body(chain_id=_chain_id(a, c), doc_hash=a.doc_hash, signers=signers, title=a.title)
 
 
 def _add_kinds(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -129,6 +147,11 @@ def _add_kinds(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        help="explicit nonce (default: max(committed + 1, now in ms))")
         p.add_argument("--ttl-ms", type=common.positive_int, default=300_000,
                        help="validity: including block time must be before now + ttl")
+        p.add_argument("--expires-at-ms", type=common.uint_arg, default=None,
+                       help="absolute expiry (unix ms) instead of now + --ttl-ms")
+        p.add_argument("--chain-id", default=None, help="chain id to sign for (default: ask the node)")
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the signed transaction as POST /v1/transactions accepts it; send nothing")
         p.set_defaults(func=run, build_body=builder)
         return p
 
@@ -217,9 +240,15 @@ def run(args: argparse.Namespace) -> int:
     with Client(args.node) as client:
         try:
             body = args.build_body(args, client)
-            out = client.send(signer, body, sender=sender or crypto.address(signer.public_key),
-                              nonce=args.nonce, ttl_ms=args.ttl_ms, wait=args.wait,
-                              wait_timeout_s=args.wait_timeout_s)
+            common_args: dict[str, Any] = dict(
+                sender=sender or crypto.address(signer.public_key), nonce=args.nonce, ttl_ms=args.ttl_ms,
+                chain_id=args.chain_id, expires_at_ms=args.expires_at_ms)
+            if args.dry_run:
+                stx = txs.decode_signed_tx(client.build(signer, body, **common_args))
+                out = {"tx": txs.tx_to_json(stx.tx), "signature": stx.signature.hex()}
+            else:
+                out = client.send(signer, body, wait=args.wait, wait_timeout_s=args.wait_timeout_s,
+                                  **common_args)
         except TxFailed as exc:
             sys.stdout.write(orjson.dumps(exc.body, option=orjson.OPT_INDENT_2).decode() + "\n")
             return 1

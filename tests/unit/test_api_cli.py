@@ -133,12 +133,31 @@ def test_order_for_next_slot_then_query_it_back(node: Any, capsys: Any) -> None:
                            "--side", "buy", "--price", "20", "--quantity-wh", "50", "--wait")
     assert code == 0, out
     order_id = out["tx_hash"]
+    # The receipt says what was placed: the order's id and the slot 'next' resolved to.
+    assert out["receipt"]["order_id"] == order_id
+    assert out["receipt"]["slot"] == server.backend.state.orders[order_id].slot
     code, order, _ = run_cli(capsys, "query", "order", order_id, "--node", server.url)
     assert code == 0 and order["owner"] == addr("cons") and order["status"] == "open"
     code, acc, _ = run_cli(capsys, "query", "account", addr("cons"), "--node", server.url)
     assert code == 0 and acc["locked_u"] == 1000
     code, _, err = run_cli(capsys, "query", "order", "0" * 64, "--node", server.url)
     assert code == 1 and orjson.loads(err)["error"]["code"] == "not_found"
+
+
+def test_query_account_by_key_file_or_address(node: Any, capsys: Any, tmp_path: Path) -> None:
+    server, key = node
+    code, by_key, _ = run_cli(capsys, "query", "account", "--key", key["gen"], "--node", server.url)
+    assert code == 0 and by_key["address"] == addr("gen") and by_key["settlements"] == []
+    code, by_address, _ = run_cli(capsys, "query", "account", addr("gen"), "--node", server.url)
+    assert code == 0 and by_address["address"] == by_key["address"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    code, _, err = run_cli(capsys, "query", "account", "--key", str(bad), "--node", server.url)
+    assert code == 2 and orjson.loads(err)["error"]["code"] == "bad_argument"
+    with pytest.raises(SystemExit):  # an address and a key file at once is ambiguous
+        main(["query", "account", addr("gen"), "--key", key["gen"], "--node", server.url])
+    with pytest.raises(SystemExit):  # and neither names no account
+        main(["query", "account", "--node", server.url])
 
 
 def test_every_grid_operator_kind_through_the_cli(node: Any, capsys: Any, tmp_path: Path) -> None:
@@ -286,3 +305,42 @@ def test_waiting_on_an_unreachable_node_polls_until_the_timeout() -> None:
         with pytest.raises(ApiClientError) as err:
             client.status()
         assert err.value.code == "unavailable"
+
+
+def test_verify_proof_fetches_every_lineage_height_from_the_node(capsys: Any, tmp_path: Path) -> None:
+    """`verify-proof --node URL` takes each height's receipts root from that node's headers:
+    the README example, offline-free; a tampered leaf fails, an unreachable node exits 2."""
+    from tests.unit.test_api_queries import trading_day
+
+    backend = MemoryBackend()
+
+    async def day() -> Any:
+        from aiohttp.test_utils import TestClient, TestServer
+
+        async with TestClient(TestServer(create_api_app(backend), host="127.0.0.1")) as client:
+            await trading_day(backend, client)
+            trade_id = next(iter(backend.state.trades))
+            return await (await client.get(f"/v1/trace/trades/{trade_id}")).json()
+
+    trace = asyncio.run(day())
+    heights = {e["location"]["height"] for e in trace["lineage"]}
+    assert len(heights) > 1, "the lineage must span several heights for this test to mean anything"
+    path = tmp_path / "trace.json"
+    path.write_bytes(orjson.dumps(trace))
+    with ServerThread(backend, produce_blocks=False) as server:
+        code, out, _ = run_cli(capsys, "verify-proof", str(path), "--node", server.url)
+        assert code == 0 and out["ok"] is True and len(out["results"]) == len(trace["lineage"])
+
+        # One header of the node disagrees with the file's own claim: only --node's root counts.
+        entry = trace["lineage"][0]
+        entry["block"]["receipts_root"] = "00" * 32
+        path.write_bytes(orjson.dumps(trace))
+        code, out, _ = run_cli(capsys, "verify-proof", str(path), "--node", server.url)
+        assert code == 0 and out["ok"] is True
+        entry["leaf"] = entry["leaf"][:-2] + ("00" if entry["leaf"][-2:] != "00" else "01")
+        path.write_bytes(orjson.dumps(trace))
+        code, out, _ = run_cli(capsys, "verify-proof", str(path), "--node", server.url)
+        assert code == 1 and [r["ok"] for r in out["results"]].count(False) == 1
+
+    code, _, err = run_cli(capsys, "verify-proof", str(path), "--node", "http://127.0.0.1:1")
+    assert code == 2 and orjson.loads(err)["error"]["code"] == "node_unreachable"

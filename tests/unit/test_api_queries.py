@@ -124,7 +124,8 @@ async def test_trace_returns_lineage_whose_proofs_verify_against_block_roots(env
     assert results[3]["reason"] == "displayed record differs from the proven leaf"
     wrong_root = {e["location"]["height"]: b"\1" * 32 for e in trace["lineage"]}
     assert not any(r["ok"] for r in verify_trace(trace, roots=wrong_root))
-    await get(client, "/v1/trace/trades/no-such-trade", 404)
+    await get(client, "/v1/trace/trades/99-0", 404)
+    assert (await get(client, "/v1/trace/trades/no-such-trade", 400))["error"]["code"] == "bad_request"
 
 
 async def test_dispatch_query_filters_by_account(env: Any) -> None:

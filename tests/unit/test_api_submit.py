@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from consensus import codec
 from contracts import transactions as txs
 from node.api import create_api_app
-from tests.unit.api_memory_backend import SIGNERS, MemoryBackend, addr, signed
+from tests.unit.api_memory_backend import SIGNERS, SLOT_MS, T0_MS, MemoryBackend, addr, signed
 
 MAX_BODY = 64 * 1024
 
@@ -186,6 +186,38 @@ async def test_consumer_selling_is_rejected_at_admission(env: Any) -> None:
     raw = signed("cons", txs.PlaceOrder(slot=5, side="sell", price_u_per_wh=10, quantity_wh=5), nonce=1)
     out = await expect_rejected(env, {"raw": raw.hex()}, 422, "role_not_allowed")
     assert "sell" in out["error"]["message"] or out["error"]["message"]
+
+
+def order(slot: int, *, nonce: int = 1, expires_at_ms: int = T0_MS + 10**9) -> bytes:
+    return signed("cons", txs.PlaceOrder(slot=slot, side="buy", price_u_per_wh=10, quantity_wh=5),
+                  nonce=nonce, expires_at_ms=expires_at_ms)
+
+
+async def test_orders_that_can_never_succeed_are_refused_at_submit(env: Any) -> None:
+    backend, client = env
+    backend.commit_block(timestamp_ms=T0_MS + 3 * SLOT_MS)  # slot 3 is current, slot 4 still open
+    horizon = 3 + backend.genesis.market.max_horizon_slots
+    soon = T0_MS + 9 * SLOT_MS + 1  # the last block time it can run at is slot 9's first ms
+    for slot in (0, 2, 3):
+        out = await expect_rejected(env, {"raw": order(slot, expires_at_ms=soon).hex()}, 422, "slot_closed")
+        assert f"slot {slot}" in out["error"]["message"]
+    await expect_rejected(env, {"raw": order(horizon + 7, expires_at_ms=soon).hex()}, 422, "beyond_horizon")
+    await expect_rejected(env, {"raw": order(10_000, expires_at_ms=soon).hex()}, 422, "beyond_horizon")
+    # Within the horizon just before it expires: it may still succeed, so it is admitted.
+    assert (await post_json(client, {"raw": order(horizon + 6, expires_at_ms=soon).hex()}))[0] == 202
+    assert (await post_json(client, {"raw": order(4, nonce=2, expires_at_ms=soon).hex()}))[0] == 202
+
+
+async def test_slots_beyond_the_horizon_are_404(env: Any) -> None:
+    backend, client = env
+    last = backend.genesis.market.max_horizon_slots
+    assert (await client.get(f"/v1/market/slots/{last}")).status == 200
+    resp = await client.get(f"/v1/market/slots/{last + 1}")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "beyond_horizon"
+    resp = await client.get("/v1/market/slots/99999999")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "beyond_horizon"
+    backend.commit_block(timestamp_ms=T0_MS + SLOT_MS)  # the horizon moves with block time
+    assert (await client.get(f"/v1/market/slots/{last + 1}")).status == 200
 
 
 async def test_full_mempool_is_503_mempool_full_with_retry_after(env: Any) -> None:

@@ -99,3 +99,28 @@ def test_bad_node_spec_and_bad_genesis_are_rejected(tmp_path: Path) -> None:
         gen.parse_nodes("nocolon")
     with pytest.raises(GenesisError):
         gen.genesis_from_json(b'{"chain_id": 5}')
+
+
+def test_genesis_accounts_with_keys_their_owners_hold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    alice, bob = crypto.Signer(b"\x01" * 32), crypto.Signer(b"\x02" * 32)
+    keys.write_key_file(tmp_path / "alice.json", alice)
+    out = tmp_path / "net"
+    assert main(["genesis", "--out", str(out), "--nodes", "1", "--no-demo-accounts",
+                 "--account", f"alice:consumer:1000:{tmp_path / 'alice.json'}",
+                 "--account", f"bob:prosumer:5:{bob.public_key.hex()}"]) == 0
+    capsys.readouterr()
+    genesis = gen.load_genesis(out / "genesis.json")
+    by_name = {a.name: a for a in genesis.accounts}
+    assert (by_name["alice"].role, by_name["alice"].balance_u) == ("consumer", 1000)
+    assert by_name["alice"].address == crypto.address(alice.public_key)
+    assert (by_name["bob"].public_key, by_name["bob"].role, by_name["bob"].balance_u) == (bob.public_key, "prosumer", 5)
+    assert genesis.grid_operator == by_name["grid-operator"].address  # the demo manager stays
+    rows = {r["name"]: r for r in orjson.loads((out / "accounts.json").read_bytes())}
+    assert rows["alice"]["key_file"] == str((tmp_path / "alice.json").resolve()) and rows["bob"]["key_file"] is None
+
+
+@pytest.mark.parametrize("spec", ["alice:consumer:1000", "alice:wizard:1:" + "00" * 32, "alice:consumer:-1:" + "00" * 32,
+                                  "alice:consumer:1:missing-file.json", "grid-operator:consumer:1:" + "00" * 32])
+def test_bad_genesis_account_specs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str) -> None:
+    assert main(["genesis", "--out", str(tmp_path / "net"), "--nodes", "1", "--account", spec]) == 2
+    assert "error:" in capsys.readouterr().err

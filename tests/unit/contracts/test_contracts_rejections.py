@@ -211,7 +211,7 @@ def test_role_not_allowed(chain: Chain, who: str, body: PlaceOrder) -> None:
 
 def test_slot_closed_at_gate_and_beyond_horizon(chain: Chain) -> None:
     chain.expect_rejected(chain.tx("con", buy(slot=1)), errors.SLOT_CLOSED, at_ms=1_000)
-    chain.expect_rejected(chain.tx("con", buy(slot=12)), errors.SLOT_CLOSED, at_ms=1_000)
+    chain.expect_rejected(chain.tx("con", buy(slot=12)), errors.BEYOND_HORIZON, at_ms=1_000)
     chain.ok(chain.tx("con", buy(slot=11)))
 
 
