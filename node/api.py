@@ -391,7 +391,11 @@ class _Api:
 
     async def readyz(self, request: web.Request) -> web.Response:
         if not self.backend.ready():
-            raise ApiError("not_ready", "node is not synced or not connected to a quorum")
+            # ``reason``: execution_halted, syncing or no_quorum (backends that cannot tell: not_ready).
+            why = getattr(self.backend, "not_ready_reason", lambda: None)() or "not_ready"
+            messages = {"execution_halted": "block execution failed; this node stopped voting (see its log)"}
+            return _error_response("not_ready", messages.get(why, "node is not synced or not connected to a quorum"),
+                                   503, reason=why)
         return _json({"status": "ready"})
 
     # transactions

@@ -177,12 +177,22 @@ class Backend:
             "syncing": d.syncing,
             "mempool_size": len(self.mempool),
             "last_voted_round": core.last_voted_round if core is not None else 0,
+            "execution_lag_blocks": d.execution_lag(),
+            "execution_halted": None if d.halted is None else {"height": d.halted.height, "error": d.halted.error},
         }
 
     def ready(self) -> bool:
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` answers 503: ``execution_halted``, ``syncing`` or ``no_quorum``; None if ready."""
+        if self.driver.halted is not None:
+            return "execution_halted"
         if self.driver.syncing or self.transport is None:
-            return False
-        return len(self.transport.connected()) + 1 >= self.driver.committee.quorum
+            return "syncing"
+        if len(self.transport.connected()) + 1 < self.driver.committee.quorum:
+            return "no_quorum"
+        return None
 
     def healthy(self) -> bool:
         return all(not t.done() for t in self._tasks + self.driver._tasks)
