@@ -9,6 +9,8 @@ Admission path (DESIGN §10), for a batch of raw transactions from the API:
    ``verified`` so neither the mempool nor block execution verifies them again;
 4. ``contracts.executor.check_tx`` against the latest executed state (chain,
    expiry, registration, signer, stale nonce);
+   then, for a transaction from a sender with no account yet, the per-sender and
+   per-client-address rate limits (``node.rate_limit``: ``rate_limited``, HTTP 429);
 5. the mempool takes them (or the whole batch is refused with ``mempool_full``
    when it has no room: back-pressure instead of an unbounded queue);
 6. they are appended to the durable journal in one group commit shared with
@@ -44,6 +46,7 @@ from node.config import NodeConfig
 from node.driver import Driver, StoredReceipts, now_ms
 from node.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
 from node.metrics import NodeMetrics
+from node.rate_limit import RATE_LIMITED, RateLimiter
 from node.storage import Storage
 from node.transport import FRAME_TXS
 
@@ -115,6 +118,9 @@ class Backend:
         self._gossip_in: asyncio.Queue[tuple[bytes, ...]] | None = (
             asyncio.Queue(maxsize=config.gossip_admission_queue) if config.gossip_admission_queue > 0 else None)
         self._receipt_cache: OrderedDict[int, StoredReceipts] = OrderedDict()
+        self.rate_limiter = RateLimiter.from_config(
+            config, on_refused=lambda limit: metrics.rate_limited.labels(limit=limit).inc())
+        """Submission limits (``node.rate_limit``); the API app enforces the per-client one."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.started_at = time.monotonic()
 
@@ -325,6 +331,7 @@ class Backend:
                     self.verified.add(stx.tx_hash)
         state = self.state
         now = now_ms()
+        limiter = self.rate_limiter if source == "api" else None
         admitted: list[tuple[int, SignedTx]] = []
         for i, stx in decoded:
             if stx.tx_hash not in self.verified:
@@ -336,6 +343,12 @@ class Backend:
             except TxError as exc:
                 results[i] = SubmitResult(tx_hash=stx.tx_hash, code=exc.code, message=exc.message)
                 continue
+            if limiter is not None and stx.tx.sender not in state.accounts:
+                wait_s = limiter.unregistered_tx(stx.tx.sender)
+                if wait_s > 0:
+                    results[i] = SubmitResult(tx_hash=stx.tx_hash, code=RATE_LIMITED,
+                                              message=f"too many submissions, retry in {wait_s:.0f} s")
+                    continue
             admitted.append((i, stx))
         if len(admitted) > self.mempool.free():
             for i, stx in admitted:

@@ -75,6 +75,8 @@ class NodeMetrics:
             self.leader_share.labels(validator=name)
         for reason in reasons:
             self.dropped.labels(reason=reason)
+        for limit in ("client", "sender"):
+            self.rate_limited.labels(limit=limit)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

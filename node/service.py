@@ -166,7 +166,7 @@ class NodeService:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.driver.load)
         await self._serve(self._p2p_app(), self.config.p2p_port, self.transport.server_ssl())
-        await self._serve(create_api_app(self.backend), self.config.api_port)
+        await self._serve(create_api_app(self.backend, rate_limiter=self.backend.rate_limiter), self.config.api_port)
         await self._serve(self._metrics_app(), self.config.metrics_port)
         await self.transport.start()
         self.backend.start()
