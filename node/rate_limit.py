@@ -15,6 +15,10 @@ Two limits, each a set of token buckets keyed by who is asking:
   token, taken after its signature verified, so nobody can spend a newcomer's
   bucket with forged submissions.
 
+Before that, admission refuses every other kind from a sender with no account
+(``not_registered``) and charges the client address for each registration request,
+both before any signature is checked, so throw-away keys buy no signature work.
+
 A refused submission is answered ``429 rate_limited`` with ``Retry-After`` (whole
 seconds until a token is back). A bucket refills at ``per_min / 60`` tokens per
 second up to ``burst``. Memory is bounded: at most ``max_buckets`` buckets per
@@ -122,17 +126,20 @@ class RateLimiter:
             return 0.0
         return self._refuse(request, "client", self.client.take(request.address))
 
-    def unregistered_tx(self, sender: str) -> float:
-        """One admissible transaction from an unregistered ``sender`` in the current request:
-        costs the sender's bucket and the client's; 0.0 or the seconds to wait."""
+    def client_tx(self) -> float:
+        """One transaction from an unregistered sender in the current request, before its
+        signature is checked: costs the client address a token; 0.0 or the seconds to wait."""
         request = CLIENT.get()
-        if self.sender is not None:
-            wait_s = self.sender.take(sender)
-            if wait_s > 0:
-                return self._refuse(request, "sender", wait_s)
-        if self.client is not None and request is not None:
-            return self._refuse(request, "client", self.client.take(request.address))
-        return 0.0
+        if self.client is None or request is None:
+            return 0.0
+        return self._refuse(request, "client", self.client.take(request.address))
+
+    def sender_tx(self, sender: str) -> float:
+        """One admissible transaction from the unregistered ``sender`` (signature checked):
+        costs the sender's bucket; 0.0 or the seconds to wait."""
+        if self.sender is None:
+            return 0.0
+        return self._refuse(CLIENT.get(), "sender", self.sender.take(sender))
 
     def _refuse(self, request: ClientRequest | None, limit: str, wait_s: float) -> float:
         if wait_s > 0:

@@ -180,3 +180,31 @@ async def test_fresh_keys_from_one_address_are_bounded_members_are_not(node: Any
     buckets.clock = lambda: time.monotonic() + 60
     status, body, _ = await _post(client, transfers)
     assert status == 202 and body["accepted"] == 30
+
+
+async def test_unknown_senders_buy_no_signature_checks(node: Any) -> None:
+    """Setup: a batch of 300 transfers signed by throw-away keys, half with a broken
+    signature. Check: all are 403 not_registered and not one signature is verified."""
+    backend, client, accounts = node
+    calls: list[int] = []
+    real = backend._verify
+
+    async def counting(stxs: Any) -> Any:
+        calls.append(len(stxs))
+        return await real(stxs)
+
+    backend._verify = counting
+    expires = int(time.time() * 1000) + 60_000
+    raws = []
+    for i in range(300):
+        signer = crypto.Signer(codec.digest(f"junk-{i}".encode()))
+        tx = Tx(chain_id=backend.chain_id, sender=crypto.address(signer.public_key), public_key=signer.public_key,
+                nonce=1, expires_at_ms=expires, body=Transfer(to=accounts["consumer-2"]["address"], amount_u=1))
+        raw = bytearray(sign_tx(tx, signer))
+        if i % 2:
+            raw[-1] ^= 1
+        raws.append(bytes(raw))
+    status, body, _ = await _post(client, raws)
+    assert status == 403 and body["rejected"] == 300
+    assert {item["error"]["code"] for item in body["results"]} == {"not_registered"}
+    assert calls == [] and len(backend.mempool) == 0
