@@ -478,7 +478,9 @@ class Driver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self.halted is not None or self.execution_lag() >= limit:
+        # A commit gap (execution waits for a catch-up that only the consensus loop can
+        # start) releases the hold, so the two never wait for each other.
+        while self.halted is not None or (self.execution_lag() >= limit and not self._need_sync):
             self._exec_progress.clear()
             await self._exec_progress.wait()
         log.info("execution caught up (%d blocks behind): consensus resumed", self.execution_lag())
@@ -711,6 +713,7 @@ class Driver:
                         blocks[0].height)
             self._need_sync = True
             self._put(ev.Tick(now_ms=now_ms()))
+            self._exec_progress.set()
             return
         # apply_block mutates the state in place on the worker thread; readers wait
         # for state_idle so they never see a half-applied block.

@@ -185,3 +185,19 @@ def test_the_lag_bound_is_a_node_setting_with_a_default() -> None:
     from node.config import NodeConfig
 
     assert NodeConfig(name="n", role="grid", node_id=0).max_execution_lag_blocks == 256
+
+
+async def test_a_commit_gap_releases_the_hold_so_a_catch_up_can_start(node: Any) -> None:
+    """Setup: held by back-pressure (lag 4 of 4), then committed blocks arrive that do not
+    follow the executed head (a gap only a catch-up can fill). Check: the consensus loop
+    stops holding and leaves for the catch-up instead of waiting for execution forever."""
+    driver, _backend, _storage = node
+    core = driver.core = CountingCore(committed_height=4)
+    driver.syncing = False
+    task = asyncio.create_task(driver._run())
+    driver._put(ev.Tick(now_ms=1))
+    await asyncio.sleep(0.05)
+    assert core.handled == []
+    await driver.execute_blocks(_blocks(driver, range(3, 4)), genesis_qc(driver.genesis_block))
+    await asyncio.wait_for(task, timeout=2)  # _run returns: the sync loop takes over
+    assert driver.syncing and len(core.handled) == 1
