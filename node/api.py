@@ -47,6 +47,7 @@ from contracts import errors as tx_errors
 from contracts import market
 from contracts import transactions as txs
 from node import api_views as views
+from node.rate_limit import CLIENT, RATE_LIMITED, ClientRequest, RateLimiter, retry_after_header
 
 log = logging.getLogger("gridchain.api")
 
@@ -173,6 +174,7 @@ STATUS_BY_CODE: dict[str, int] = {
     tx_errors.STALE_NONCE: 409,
     "body_too_large": 413,
     "account_limit": 429,
+    "rate_limited": 429,
     "unsupported_media_type": 415,
     "mempool_full": 503,
     "not_ready": 503,
@@ -243,6 +245,37 @@ async def _error_middleware(
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error_response("internal", "internal error", 500)
+
+
+def _rate_limit_middleware(limiter: RateLimiter) -> Any:
+    """Per-client-address limit on ``POST /v1/transactions`` (``node.rate_limit``); the
+    backend charges unregistered senders through the request's ``CLIENT`` context. Any
+    refusal during the request adds ``Retry-After`` to the answer."""
+    submit_path = f"/{API_VERSION}/transactions"
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.method != "POST" or request.path != submit_path:
+            return await handler(request)
+        client = ClientRequest(address=request.remote or "unknown")
+        wait_s = limiter.request(client)
+        if wait_s > 0:
+            refused = _error_response(RATE_LIMITED, "too many submissions from this client address, retry later",
+                                      429)
+            refused.headers["Retry-After"] = retry_after_header(wait_s)
+            return refused
+        token = CLIENT.set(client)
+        try:
+            response = await handler(request)
+        finally:
+            CLIENT.reset(token)
+        if client.retry_after_s > 0:
+            response.headers["Retry-After"] = retry_after_header(client.retry_after_s)
+        return response
+
+    return middleware
 
 
 # --- request parsing helpers ------------------------------------------------------------
@@ -427,7 +460,11 @@ class _Api:
     async def readyz(self, request: web.Request) -> web.Response:
         _query(request)
         if not self.backend.ready():
-            raise ApiError("not_ready", "node is not synced or not connected to a quorum")
+            # ``reason``: execution_halted, syncing or no_quorum (backends that cannot tell: not_ready).
+            why = getattr(self.backend, "not_ready_reason", lambda: None)() or "not_ready"
+            messages = {"execution_halted": "block execution failed; this node stopped voting (see its log)"}
+            return _error_response("not_ready", messages.get(why, "node is not synced or not connected to a quorum"),
+                                   503, reason=why)
         return _json({"status": "ready"})
 
     # transactions
@@ -682,9 +719,14 @@ def create_api_app(
     max_batch_txs: int = DEFAULT_MAX_BATCH_TXS,
     event_queue_size: int = DEFAULT_EVENT_QUEUE,
     max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+    rate_limiter: RateLimiter | None = None,
 ) -> web.Application:
-    """The REST API application for ``backend`` (mount on the API listener)."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[_error_middleware])
+    """The REST API application for ``backend`` (mount on the API listener); with
+    ``rate_limiter``, submissions are limited per client address (429 ``rate_limited``)."""
+    middlewares: list[Any] = [_error_middleware]
+    if rate_limiter is not None:
+        middlewares.insert(0, _rate_limit_middleware(rate_limiter))  # outermost: sees every answer
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     hub = EventHub(queue_size=event_queue_size, max_subscribers=max_subscribers,
                    state=lambda: backend.state)
     api = _Api(backend, max_batch_txs=max_batch_txs, hub=hub)

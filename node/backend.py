@@ -4,11 +4,15 @@ Admission path (DESIGN §10), for a batch of raw transactions from the API:
 
 1. decode each (``contracts.transactions.decode_signed_tx``: size, canonical form);
 2. a hash already pending or committed is answered with its hash (not an error);
-3. signatures of the rest are verified in a worker thread (libsodium releases
+3. a sender with no account may only send ``register_request`` (``not_registered``
+   otherwise) and each of those costs the client address a rate-limit token — both
+   before any signature work; signatures of the rest are verified in a worker thread (libsodium releases
    the GIL, so the event loop keeps running), and the hashes remembered in
    ``verified`` so neither the mempool nor block execution verifies them again;
 4. ``contracts.executor.check_tx`` against the latest executed state (chain,
    expiry, registration, signer, stale nonce);
+   then, for a transaction from a sender with no account yet, the per-sender rate
+   limit (``node.rate_limit``: ``rate_limited``, HTTP 429);
 5. the mempool takes them (or the whole batch is refused with ``mempool_full``
    when it has no room: back-pressure instead of an unbounded queue);
 6. they are appended to the durable journal in one group commit shared with
@@ -35,15 +39,16 @@ from typing import Any
 
 from consensus import codec
 from consensus.types import Block
-from contracts.errors import TxError
+from contracts.errors import NOT_REGISTERED, TxError
 from contracts.executor import check_tx
 from contracts.genesis import Genesis
-from contracts.transactions import SignedTx, decode_signed_tx, verify_signature
+from contracts.transactions import RegisterRequest, SignedTx, decode_signed_tx, verify_signature
 from node.api import CommittedBlock, Overloaded, SubmitResult, TxLookup
 from node.config import NodeConfig
 from node.driver import Driver, StoredReceipts, now_ms
 from node.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
 from node.metrics import SUBMISSION_ADMITTED, NodeMetrics
+from node.rate_limit import RATE_LIMITED, RateLimiter
 from node.storage import Storage
 from node.transport import FRAME_TXS
 
@@ -115,6 +120,9 @@ class Backend:
         self._gossip_in: asyncio.Queue[tuple[bytes, ...]] | None = (
             asyncio.Queue(maxsize=config.gossip_admission_queue) if config.gossip_admission_queue > 0 else None)
         self._receipt_cache: OrderedDict[int, StoredReceipts] = OrderedDict()
+        self.rate_limiter = RateLimiter.from_config(
+            config, on_refused=lambda limit: metrics.rate_limited.labels(limit=limit).inc())
+        """Submission limits (``node.rate_limit``); the API app enforces the per-client one."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.started_at = time.monotonic()
 
@@ -177,12 +185,22 @@ class Backend:
             "syncing": d.syncing,
             "mempool_size": len(self.mempool),
             "last_voted_round": core.last_voted_round if core is not None else 0,
+            "execution_lag_blocks": d.execution_lag(),
+            "execution_halted": None if d.halted is None else {"height": d.halted.height, "error": d.halted.error},
         }
 
     def ready(self) -> bool:
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` answers 503: ``execution_halted``, ``syncing`` or ``no_quorum``; None if ready."""
+        if self.driver.halted is not None:
+            return "execution_halted"
         if self.driver.syncing or self.transport is None:
-            return False
-        return len(self.transport.connected()) + 1 >= self.driver.committee.quorum
+            return "syncing"
+        if len(self.transport.connected()) + 1 < self.driver.committee.quorum:
+            return "no_quorum"
+        return None
 
     def healthy(self) -> bool:
         return all(not t.done() for t in self._tasks + self.driver._tasks)
@@ -312,6 +330,7 @@ class Backend:
                 else:
                     pending.append((i, stx))
             decoded = pending
+        decoded = self._screen_unregistered(decoded, results, source)
         to_verify = [stx for _, stx in decoded if stx.tx_hash not in self.verified]
         if to_verify:
             ok = await self._verify(to_verify)
@@ -320,6 +339,7 @@ class Backend:
                     self.verified.add(stx.tx_hash)
         state = self.state
         now = now_ms()
+        limiter = self.rate_limiter if source == "api" else None
         admitted: list[tuple[int, SignedTx]] = []
         for i, stx in decoded:
             if stx.tx_hash not in self.verified:
@@ -331,6 +351,12 @@ class Backend:
             except TxError as exc:
                 results[i] = SubmitResult(tx_hash=stx.tx_hash, code=exc.code, message=exc.message)
                 continue
+            if limiter is not None and stx.tx.sender not in state.accounts:
+                wait_s = limiter.sender_tx(stx.tx.sender)
+                if wait_s > 0:
+                    results[i] = SubmitResult(tx_hash=stx.tx_hash, code=RATE_LIMITED,
+                                              message=f"too many submissions, retry in {wait_s:.0f} s")
+                    continue
             admitted.append((i, stx))
         if len(admitted) > self.mempool.free():
             for i, stx in admitted:
@@ -363,6 +389,27 @@ class Backend:
         out = [r for r in results if r is not None]
         assert len(out) == len(raws)
         return out
+
+    def _screen_unregistered(self, decoded: list[tuple[int, SignedTx]], results: list[SubmitResult | None],
+                             source: str) -> list[tuple[int, SignedTx]]:
+        """Before any signature is checked: a sender with no account may only ask to register
+        [``not_registered``], and each such request costs the client address a token
+        [``rate_limited``] — so a flood from throw-away keys buys no signature checks."""
+        accounts = self.state.accounts
+        limiter = self.rate_limiter if source == "api" else None
+        kept = []
+        for i, stx in decoded:
+            if stx.tx.sender in accounts:
+                kept.append((i, stx))
+            elif not isinstance(stx.tx.body, RegisterRequest):
+                results[i] = SubmitResult(tx_hash=stx.tx_hash, code=NOT_REGISTERED,
+                                          message=f"account {stx.tx.sender} is unknown")
+            elif limiter is not None and (wait_s := limiter.client_tx()) > 0:
+                results[i] = SubmitResult(tx_hash=stx.tx_hash, code=RATE_LIMITED,
+                                          message=f"too many submissions from this address, retry in {wait_s:.0f} s")
+            else:
+                kept.append((i, stx))
+        return kept
 
     async def _verify(self, stxs: list[SignedTx]) -> list[bool]:
         loop = asyncio.get_running_loop()

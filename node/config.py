@@ -92,6 +92,20 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """Cap of the reconnect backoff."""
     max_message_bytes: int = 32 * 1024 * 1024
     """Largest p2p frame accepted."""
+    max_execution_lag_blocks: int = 256
+    """Most committed blocks that may wait for execution; beyond it this validator stops
+    voting and proposing until execution catches up (back-pressure, bounded memory)."""
+    rate_limit_client_per_min: int = 600
+    """Transaction submissions (requests, plus each transaction from an unregistered sender)
+    per minute per client address at the REST API; 0 = no limit."""
+    rate_limit_client_burst: int = 100
+    """Burst allowance of ``rate_limit_client_per_min``."""
+    rate_limit_sender_per_min: int = 6
+    """Transactions per minute per unregistered sender key at the REST API; 0 = no limit."""
+    rate_limit_sender_burst: int = 3
+    """Burst allowance of ``rate_limit_sender_per_min``."""
+    rate_limit_buckets: int = 10_000
+    """Most rate-limit buckets kept per limit; the least recently used is evicted beyond it."""
     tls_cert: str = ""
     """PEM certificate for the p2p listener; empty = plain ws://."""
     tls_key: str = ""

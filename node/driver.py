@@ -23,6 +23,23 @@ in one SQLite transaction, and only then announced (mempool cleanup, metrics,
 API listeners). Signatures checked at admission are passed as ``verified`` so
 every transaction signature is verified once per node.
 
+Execution fails loudly: if a batch of committed blocks cannot be applied or
+stored (an exception out of ``apply_block`` or the database), the node *halts
+execution*: it logs an ERROR with the height and the exception, sets
+``gridchain_execution_halted`` to 1, stops feeding its consensus core (so it no
+longer votes, proposes or times out) and ``/readyz`` answers 503 with reason
+``execution_halted``. It never retries the block by itself: the same input gives
+the same exception, and a node that goes on voting without executing would
+vouch for state roots it does not have. Peers' block and sync requests are
+still answered from storage. An operator restarts it after a fix.
+
+Back-pressure: consensus may commit faster than execution applies. Before it
+takes the next event, the consensus loop waits while the committed height is
+``max_execution_lag_blocks`` (node config) or more above the executed height,
+so the commit queue stays bounded by that lag (plus the blocks of one commit)
+instead of growing without limit; meanwhile this validator does not vote or
+propose, and the others carry on without it.
+
 Catch-up: a node whose executed height is far below what peers' sync info
 shows (or that starts with a wiped data directory) stops feeding the core,
 fetches committed blocks by height (``SyncRequest``) with the QC that commits the
@@ -103,6 +120,15 @@ LEADER_SHARE_ROUNDS = 200
 """Window of rounds over which ``gridchain_validator_leader_share`` is computed."""
 CREDIT_HISTORY = 64
 """Credit snapshots of the latest committed blocks kept for a restart's leader election."""
+
+
+class ExecutionHalt(msgspec.Struct, frozen=True):
+    """Why execution stopped for good (until an operator restarts the node)."""
+
+    height: int
+    """Height of the block that could not be applied or stored."""
+    error: str
+    """The exception, as ``Type: message``."""
 
 
 class Tip(msgspec.Struct, frozen=True):
@@ -207,6 +233,12 @@ class Driver:
         self.transport: Any = None
         self.events: asyncio.Queue[ev.Event] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
         self.commits: asyncio.Queue[tuple[tuple[Block, ...], QuorumCert]] = asyncio.Queue()
+        """Committed blocks waiting for execution; bounded by the back-pressure in ``_run``
+        (at most ``max_execution_lag_blocks`` plus the blocks of one commit)."""
+        self.halted: ExecutionHalt | None = None
+        """Set once execution failed; the node then stops voting (see the module docstring)."""
+        self._exec_progress = asyncio.Event()
+        """Set whenever execution advances or halts: wakes a consensus loop held by back-pressure."""
         self.listeners: list[Callable[[Any], None]] = []
         self.exec_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="execute")
         self.recent_blocks: OrderedDict[bytes, Block] = OrderedDict()
@@ -233,6 +265,8 @@ class Driver:
         self._last_commit_t: float | None = None
         self._last_leader: int | None = None
         self._stopped = False
+        self._applying = 0
+        """Height of the block being applied (names the block when execution fails)."""
         self.round = 0
         self.leader = 0
         self.recent_leaders: deque[int] = deque(maxlen=LEADER_SHARE_ROUNDS)
@@ -335,8 +369,8 @@ class Driver:
         if isinstance(message, BlockResponse):
             self._put(ev.BlocksFetched(blocks=message.blocks))
             return
-        if self.syncing:
-            return  # the core is not running; the sync loop catches up first
+        if self.syncing or self.halted is not None:
+            return  # the core is not running: the sync loop catches up first, or execution halted
         if isinstance(message, ProposalMsg):
             self._remember_block(message.block)
         self._put(ev.MessageReceived(sender=peer, message=message))
@@ -395,6 +429,8 @@ class Driver:
     async def _run_with_sync(self) -> None:
         while not self._stopped:
             await self._catch_up()
+            if self.halted is not None:
+                await self._hold_for_execution()  # never returns: the node stays halted
             async with self._exec_lock:  # the restore point must not move while the core is built
                 safety = self.storage.load_safety()
                 self.core = self._make_core(safety)
@@ -408,6 +444,8 @@ class Driver:
         """Feed the core until a catch-up is needed."""
         while True:
             event = await self.events.get()
+            if self.halted is not None or self.execution_lag() >= self.config.max_execution_lag_blocks:
+                await self._hold_for_execution()
             try:
                 actions = self.core.handle(event)
             except Exception:  # a core bug must not take the validator down with it
@@ -423,6 +461,30 @@ class Driver:
                 while not self.events.empty():
                     self.events.get_nowait()
                 return
+
+    def execution_lag(self) -> int:
+        """Committed blocks not executed yet."""
+        if self.core is None or self.exec is None:
+            return 0
+        return max(0, self.core.committed_height - self.exec.height)
+
+    async def _hold_for_execution(self) -> None:
+        """Back-pressure: feed the core nothing (no votes, no proposals) until execution is
+        less than ``max_execution_lag_blocks`` behind consensus; forever once halted."""
+        limit = self.config.max_execution_lag_blocks
+        if self.halted is None:
+            log.warning("execution is %d blocks behind consensus (limit %d): consensus paused",
+                        self.execution_lag(), limit)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        # A commit gap (execution waits for a catch-up that only the consensus loop can
+        # start) releases the hold, so the two never wait for each other.
+        while self.halted is not None or (self.execution_lag() >= limit and not self._need_sync):
+            self._exec_progress.clear()
+            await self._exec_progress.wait()
+        log.info("execution caught up (%d blocks behind): consensus resumed", self.execution_lag())
+        self._put(ev.Tick(now_ms=now_ms()))
 
     def _far_behind(self) -> bool:
         if self._need_sync:
@@ -603,6 +665,7 @@ class Driver:
         out: list[Executed] = []
         snapshot = None
         for block in blocks:
+            self._applying = block.height
             state, receipts, result = apply_block(self.exec.state, block_input(block), verified=self.verified)
             bid = block_id(block.header)
             receipts_bytes = codec.encode(StoredReceipts(receipts=tuple(receipts), leaves=result.leaves))
@@ -622,6 +685,8 @@ class Driver:
         loop = asyncio.get_running_loop()
         while True:
             blocks, proof = await self.commits.get()
+            if self.halted is not None:
+                continue  # nothing arrives once consensus is held; never re-run a failed block
             batch = list(blocks)
             # Take whatever else is already committed: one thread hop and one SQLite transaction.
             while not self.commits.empty() and len(batch) < 64:
@@ -637,6 +702,8 @@ class Driver:
 
     async def _execute_locked(self, blocks: list[Block], proof: QuorumCert, loop: Any) -> None:
         assert self.exec is not None
+        if self.halted is not None:
+            return
         blocks = [b for b in blocks if b.height > self.exec.height]
         if not blocks:
             return
@@ -646,22 +713,40 @@ class Driver:
                         blocks[0].height)
             self._need_sync = True
             self._put(ev.Tick(now_ms=now_ms()))
+            self._exec_progress.set()
             return
         # apply_block mutates the state in place on the worker thread; readers wait
         # for state_idle so they never see a half-applied block.
         self.state_idle.clear()
+        self._applying = blocks[0].height
         try:
             done, snapshot = await loop.run_in_executor(
                 self.exec_pool, self._apply_all, blocks, self.config.snapshot_every_blocks
             )
+        except Exception as exc:
+            self._halt(self._applying, "applying", exc)
+            return
         finally:
             self.state_idle.set()
         history = codec.encode(tuple(self.exec.history))
-        await self.storage.store_committed([d.record for d in done], commit_qc=proof, snapshot=snapshot,
-                                           extra_meta=[("credit_history", history)],
-                                           journaled=self.admitted_at)
+        try:
+            await self.storage.store_committed([d.record for d in done], commit_qc=proof, snapshot=snapshot,
+                                               extra_meta=[("credit_history", history)],
+                                               journaled=self.admitted_at)
+        except Exception as exc:
+            self._halt(blocks[0].height, "storing", exc)
+            return
         for item in done:
             self._announce(item)
+        self._exec_progress.set()
+
+    def _halt(self, height: int, what: str, exc: Exception) -> None:
+        """Execution cannot continue: say so everywhere and stop taking part in consensus."""
+        self.halted = ExecutionHalt(height=height, error=f"{type(exc).__name__}: {exc}")
+        self.metrics.execution_halted.set(1)
+        log.error("execution halted at height %d (%s failed: %r); this node stops voting and proposing "
+                  "until an operator restarts it", height, what, exc, exc_info=exc)
+        self._exec_progress.set()
 
     def _announce(self, item: Executed) -> None:
         assert self.exec is not None
@@ -690,6 +775,7 @@ class Driver:
         self._report_stale(self.mempool.remove_committed(committed))
         self._market_gauges(item.leaves)
         self.metrics.height.set(height)
+        self.metrics.execution_lag.set(self.execution_lag())
         self.metrics.blocks_committed.inc()
         self.metrics.txs_committed.inc(len(item.receipts) - failed)
         self.metrics.txs_failed.inc(failed)
@@ -780,7 +866,7 @@ class Driver:
         while len(self.transport.connected()) < self.committee.quorum - 1 and loop.time() < deadline:
             await asyncio.sleep(0.05)
         idle_rounds = 0
-        while not self._stopped and idle_rounds < 2:
+        while not self._stopped and self.halted is None and idle_rounds < 2:
             peers = self.transport.connected()
             if not peers:
                 return

@@ -88,6 +88,15 @@ class NodeMetrics:
             "gridchain_market_clearing_price_u_per_wh", "Clearing price of the latest cleared slot (µ/Wh).", registry=r)
         self.cleared_volume = Gauge(
             "gridchain_market_cleared_volume_wh", "Traded volume of the latest cleared slot (Wh).", registry=r)
+        self.execution_halted = Gauge(
+            "gridchain_execution_halted",
+            "1 once block execution failed and the node stopped voting (see the ERROR log).", registry=r)
+        self.execution_lag = Gauge(
+            "gridchain_execution_lag_blocks", "Committed blocks not executed yet at this node.", registry=r)
+        self.rate_limited = Counter(
+            "gridchain_api_rate_limited",
+            "Transaction submissions refused with 429, by limit (client address or unregistered sender).",
+            ["limit"], registry=r)
         self.up.set(1)
 
     def init_labels(self, validator_names: list[str], reasons: tuple[str, ...]) -> None:
@@ -97,6 +106,8 @@ class NodeMetrics:
             self.leader_share.labels(validator=name)
         for reason in reasons:
             self.dropped.labels(reason=reason)
+        for limit in ("client", "sender"):
+            self.rate_limited.labels(limit=limit)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

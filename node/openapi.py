@@ -45,6 +45,8 @@ class Error(msgspec.Struct, frozen=True):
     ``accepted`` (0), ``rejected`` and ``results`` as in ``BatchAccepted``."""
 
     error: ErrorBody
+    reason: str | None = None
+    """``/readyz`` 503 only: ``execution_halted``, ``syncing`` or ``no_quorum``."""
 
 
 class SignedTxJson(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -104,6 +106,11 @@ class MarketInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grid_operator: str
 
 
+class ExecutionHalted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    height: int
+    error: str
+
+
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_id: str
     node_id: int
@@ -118,6 +125,10 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     syncing: bool
     mempool_size: int
     last_voted_round: int
+    execution_lag_blocks: int
+    """Committed blocks not yet executed; consensus holds at ``max_execution_lag_blocks``."""
+    execution_halted: ExecutionHalted | None
+    """Set once executing a block failed: this node stopped voting (see its log)."""
     market: MarketInfo
 
 
@@ -420,7 +431,8 @@ _SUBMIT_ERRORS = {
     "422": _err("a contract rule refuses it already at admission (e.g. role_not_allowed, "
                 "price_out_of_range, bad_quantity, slot_closed, beyond_horizon); `rejected` for "
                 "a batch whose every transaction was rejected (with the per-item results)"),
-    "429": _err("account_limit: too many pending transactions of this sender"),
+    "429": _err("account_limit: too many pending transactions of this sender; rate_limited: too many "
+                "submissions from this client address or unregistered sender (Retry-After)", _RETRY_AFTER),
     "503": _err("mempool_full: back off (Retry-After) and resubmit", _RETRY_AFTER),
 }
 
@@ -507,7 +519,7 @@ def openapi_document() -> dict[str, Any]:
         "/healthz": _get("Process alive", _ref("Health"), op_id="healthz",
                          more={"503": _err("not_ready: a task of the node has stopped")}),
         "/readyz": _get("Synced and connected to a quorum", _ref("Ready"), op_id="readyz",
-                        more={"503": _err("not_ready: syncing or no quorum of peers")}),
+                        more={"503": _err("not_ready, with `reason`: execution_halted, syncing or no_quorum")}),
     }
     return {
         "openapi": "3.1.0",

@@ -125,7 +125,7 @@ class NodeService:
 
     # ------------------------------------------------------------------ apps
     def _api_app(self) -> web.Application:
-        app = create_api_app(self.backend)
+        app = create_api_app(self.backend, rate_limiter=self.backend.rate_limiter)
         # Inside the API's error middleware: sees an ApiError before it becomes a response.
         app.middlewares.append(self._count_rejected_submissions)
         return app

@@ -116,7 +116,7 @@ async def _offer(urls: list[str], per_node: list[list[tuple[bytes, bytes]]], *, 
             body = codec.encode([raw for _, raw in items])
             t = time.monotonic()
             async with session.post(url + "/v1/transactions", data=body, headers=headers) as response:
-                if response.status == 503:
+                if response.status in (429, 503):  # rate limited or mempool full: back off, resend
                     return False
                 result = await response.json()
             for (tx_hash, _), item in zip(items, result.get("results", []), strict=False):
@@ -164,7 +164,8 @@ async def _bench(args: argparse.Namespace, network_dir: Path) -> dict[str, Any]:
     total = args.rate * int(args.duration_s) if args.rate > 0 else args.max_txs
     print(f"pre-signing {total} transactions from {len(accounts)} accounts ...", flush=True)
     per_node = _presign(network_dir, accounts, total, args.nodes, network["chain_id"])
-    net = LocalNet(network_dir, log_level="warning")
+    # One load generator on one address: the per-client-address API limit would measure itself.
+    net = LocalNet(network_dir, log_level="warning", env={"GRIDCHAIN_RATE_LIMIT_CLIENT_PER_MIN": "0"})
     try:
         net.start_all()
         net.wait_ready(timeout_s=90)
