@@ -100,7 +100,7 @@ async def test_safety_is_durable_before_the_vote_leaves(node: Any) -> None:
 
     storage.save_safety = slow_save
     timeout = TimeoutMsg(timeout=Timeout(data=TimeoutData(epoch=0, round=1, high_qc_round=0), author=0,
-                                         signature=bytes(64)),
+                                         signature=bytes(64), high_qc=driver.core.high_qc),
                          sync=driver.core and _sync(driver))
     await driver._carry_out([act.PersistSafety(data=SafetyData(epoch=0, highest_timeout_round=1)),
                              act.Send(to=1, message=timeout)])
