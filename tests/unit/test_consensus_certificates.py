@@ -15,11 +15,15 @@ import msgspec
 import pytest
 
 from consensus import codec, crypto
-from consensus.core import genesis_qc
+from consensus.core import RestorePoint, genesis_qc
 from consensus.events import MessageReceived
 from consensus.safety import SafetyRules, safe_to_vote
 from consensus.types import (
     MAX_ROUND,
+    Block,
+    BlockHeader,
+    BlockResponse,
+    ProposalMsg,
     QuorumCert,
     SafetyData,
     SyncInfo,
@@ -27,6 +31,7 @@ from consensus.types import (
     TimeoutCert,
     TimeoutData,
     TimeoutMsg,
+    VoteData,
 )
 from consensus.validation import InvalidMessage, check_message, check_tc
 from tests.unit.consensus_net import EPOCH, GENESIS, GENESIS_MS, Net, make_committee
@@ -187,3 +192,89 @@ def test_absurd_rounds_are_rejected_at_the_edge(chain):
         check_message(msgspec.structs.replace(msg, sync=SyncInfo(high_qc=inflated, high_commit_qc=GQC)),
                       sender=BYZANTINE, committee=committee)
     assert err.value.code == "bad_round"
+
+
+def _false_blame(net: Net, culprit: int, blamed: int):
+    """``culprit`` leads with blocks naming ``blamed`` for every skipped round."""
+    def hook(sender: int, action):
+        msg = action.message
+        if sender != culprit or not isinstance(msg, ProposalMsg) or not msg.block.header.failed_authors:
+            return None
+        header = msg.block.header
+        lie = msgspec.structs.replace(header, failed_authors=tuple((r, blamed) for r, _ in header.failed_authors))
+        signature = net.signers[culprit].sign(chain_id=make_committee(net.signers).chain_id,
+                                              kind=crypto.KIND_PROPOSAL, message=codec.digest_of(lie))
+        forged.append((lie.round, codec.digest_of(lie)))
+        evil = ProposalMsg(block=Block(header=lie, payload=msg.block.payload), signature=signature, sync=msg.sync)
+        return [(j, evil) for j in range(net.n) if j != culprit]
+    forged: list[tuple[int, bytes]] = []
+    return hook, forged
+
+
+def test_false_blame_is_refused_from_the_first_round():
+    """Setup: the leader of round 1 is down, so round 2's leader names it as failed
+    author — but lies, naming an honest validator instead. Check: already in round 2
+    (the old rule checked only from round 16 on) every honest voter refuses it, and
+    the lie is never committed."""
+    probe = Net(n=4)
+    dead = probe.cores[0].leader(1)
+    liar = probe.cores[0].leader(2)
+    assert dead != liar
+    blamed = next(i for i in range(4) if i not in (dead, liar))
+    net = Net(n=4, down={dead})
+    net.send_hook, forged = _false_blame(net, liar, blamed)
+    net.run_until(GENESIS_MS + 40_000)  # two of four faulty: slow (timeouts back off), never unsafe
+    assert forged and forged[0][0] == 2, forged
+    net.assert_agreement()
+    voters = [net.cores[i] for i in range(4) if i not in (dead, liar)]
+    assert all(core.stats.invalid_proposals > 0 for core in voters)
+    assert net.chains[blamed]
+    lies = {bid for _, bid in forged}
+    voted = {vote_data_of(encoded).block_id for (author, _), datas in net.votes_seen.items()
+             if author not in (dead, liar) for encoded in datas}
+    assert not lies & voted, "an honest validator voted for a false blame"
+    assert not lies & {bid for chain in net.chains for bid in chain}
+
+
+def vote_data_of(encoded: bytes) -> VoteData:
+    return codec.decode_canonical(encoded, VoteData)
+
+
+def test_failed_authors_after_a_restore_without_history():
+    """A core restored from committed state with only the credit after it cannot
+    compute the leaders of the next ``lag`` rounds: there it checks the rounds named,
+    not their authors; from ``_leaders_exact_from`` on it checks both."""
+    net = Net(n=4)
+    net.run_until(GENESIS_MS + 300)
+    point = net.cores[1].restore_point()
+    core = net._new_core(1, SafetyData(epoch=EPOCH),
+                         RestorePoint(block=point.block, commit_qc=point.commit_qc, credit=net.cores[1].credit))
+    exact = core._leaders_exact_from
+    assert exact > point.block.round + 1
+    base = point.block.header
+
+    def header(qc_round: int, round: int, named: tuple[tuple[int, int], ...]) -> BlockHeader:
+        qc = msgspec.structs.replace(base.parent_qc, vote_data=msgspec.structs.replace(
+            base.parent_qc.vote_data, round=qc_round))
+        return msgspec.structs.replace(base, round=round, parent_qc=qc, failed_authors=named)
+
+    unknown = exact - 3
+    assert core._failed_authors_ok(header(unknown - 1, unknown + 1, ((unknown, 0),)))
+    assert core._failed_authors_ok(header(unknown - 1, unknown + 1, ((unknown, 3),)))
+    assert not core._failed_authors_ok(header(unknown - 1, unknown + 1, ()))  # a skipped round hidden
+    assert not core._failed_authors_ok(header(unknown - 2, unknown + 1, ((unknown, 0),)))
+    known = exact + 2
+    right = core.leader(known)
+    assert core._failed_authors_ok(header(known - 1, known + 1, ((known, right),)))
+    assert not core._failed_authors_ok(header(known - 1, known + 1, ((known, (right + 1) % 4),)))
+
+
+def test_fetched_blocks_must_match_their_tx_root(chain):
+    net, high, _ = chain
+    committee = make_committee(net.signers)
+    block = net.blocks[high.block_id]
+    check_message(BlockResponse(blocks=(block,)), sender=0, committee=committee)
+    garbage = Block(header=block.header, payload=(b"not what the leader proposed",))
+    with pytest.raises(InvalidMessage) as err:
+        check_message(BlockResponse(blocks=(garbage,)), sender=0, committee=committee)
+    assert err.value.code == "bad_payload"
