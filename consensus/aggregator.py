@@ -2,7 +2,8 @@
 
 Votes for round ``r`` are collected by the leader of ``r + 1``; ``2f + 1`` votes
 for the same ``VoteData`` form a QC (once). Timeouts are collected by everyone;
-``2f + 1`` timeouts for one round form a TC (once), and the count of distinct
+``2f + 1`` timeouts for one round form a TC (once), carrying the QC of the highest
+``high_qc_round`` among them (each timeout carries its own), and the count of distinct
 timeouts lets the pacemaker join after ``f + 1``.
 
 Each (author, round, kind) keeps the first signed message seen. A second,
@@ -124,7 +125,9 @@ class Aggregator:
         state = self._timeouts.setdefault(data.round, _TimeoutRound())
         first = state.first.get(timeout.author)
         if first is not None:
-            if first == timeout:
+            if first.data == data:
+                # A duplicate (possibly re-sent with another valid QC of the same round,
+                # or a different signature of the same data): never evidence.
                 return TimeoutOutcome(count=len(state.first))
             evidence = self._record("timeout", timeout.author, data.round,
                                     _Signed(codec.encode(first.data), first.signature),
@@ -136,10 +139,12 @@ class Aggregator:
             return TimeoutOutcome(count=count)
         state.formed = True
         signers = tuple(sorted(state.first))
+        highest = max(state.first.values(), key=lambda t: t.data.high_qc_round)
         tc = TimeoutCert(
             epoch=self._epoch, round=data.round, signers=signers,
             high_qc_rounds=tuple(state.first[s].data.high_qc_round for s in signers),
             signatures=tuple(state.first[s].signature for s in signers),
+            high_qc=highest.high_qc,
         )
         return TimeoutOutcome(count=count, tc=tc)
 

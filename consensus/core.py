@@ -15,8 +15,10 @@ Theory of operation (DiemBFT v4 / Jolteon, 2-chain):
   block and feeds leader election ``leader_history_lag_rounds`` later.
 * If the round's deadline passes, the validator signs a timeout and broadcasts it;
   ``f + 1`` timeouts for its round make it join, ``2f + 1`` form a TC and everyone
-  enters ``r + 1``; the next leader extends its highest QC, naming the leaders of
-  the skipped rounds as ``failed_authors`` (they lose credit when it commits).
+  enters ``r + 1``; the next leader extends its highest QC — at least the QC the
+  TC carries (that of the highest round its signers claimed, so voters accept
+  it) — naming the leaders of the skipped rounds as ``failed_authors`` (they lose
+  credit when it commits; voters check the list from the first round on).
 * Every message carries ``SyncInfo`` (high QC, high commit QC, high TC), so a
   lagging validator jumps rounds, fetches the blocks it lacks and commits them.
 
@@ -214,6 +216,8 @@ class Core:
             if safety.high_tc is not None and (self._high_tc is None
                                                or safety.high_tc.round > self._high_tc.round):
                 self._high_tc = safety.high_tc
+        if self._high_tc is not None and self._high_tc.high_qc.round > self._tree.high_qc.round:
+            self._tree.observe_qc(self._high_tc.high_qc)
         start_round = self._tree.high_qc.round + 1
         if self._high_tc is not None:
             start_round = max(start_round, self._high_tc.round + 1)
@@ -387,8 +391,7 @@ class Core:
         round = self.round
         try:
             timeout, new_data = self._safety.sign_timeout(
-                round=round, high_qc_round=self._tree.high_qc.round, tc=self._high_tc,
-                high_qc=self._tree.high_qc)
+                round=round, high_qc=self._tree.high_qc, tc=self._high_tc)
         except SafetyError:
             self._stats.sign_refusals += 1
             return
@@ -409,6 +412,7 @@ class Core:
         return SyncInfo(high_qc=high_qc, high_commit_qc=self._tree.high_commit_qc, high_tc=tc)
 
     def _process_sync(self, sync: SyncInfo, sender: NodeId) -> None:
+        # Certified rounds only (validated QC/TC): the double-sign guard's floor.
         network_round = sync.high_qc.round + 1
         if sync.high_tc is not None:
             network_round = max(network_round, sync.high_tc.round + 1)
@@ -416,9 +420,9 @@ class Core:
         self._process_qc(sync.high_commit_qc, sender)
         self._process_qc(sync.high_qc, sender)
         if sync.high_tc is not None:
-            self._process_tc(sync.high_tc)
+            self._process_tc(sync.high_tc, sender)
 
-    def _process_qc(self, qc: QuorumCert, sender: NodeId) -> None:
+    def _process_qc(self, qc: QuorumCert, sender: NodeId | None) -> None:
         if qc.round == 0:
             return  # the genesis QC: nothing to learn (a forged one is ignored too)
         if self._me in qc.signers:
@@ -428,7 +432,10 @@ class Core:
         if qc.round + 1 > self.round:
             self._enter_round(qc.round + 1, via_timeout=False)
 
-    def _process_tc(self, tc: TimeoutCert) -> None:
+    def _process_tc(self, tc: TimeoutCert, sender: NodeId | None = None) -> None:
+        # Adopt the TC's QC first: the next leader then extends at least the QC the TC
+        # makes voters wait for (``safe_to_vote``), so its proposal can be voted for.
+        self._process_qc(tc.high_qc, sender)
         if self._me in tc.signers:
             self._safety.observe_own_signature(tc.round)
         if self._high_tc is None or tc.round > self._high_tc.round:
@@ -587,7 +594,6 @@ class Core:
         bid = codec.digest(encoded)
         if header.author == self._me and sender != self._me:
             self._safety.observe_own_signature(header.round)
-        self._safety.observe_network_round(sender, header.round)
         self._process_sync(msg.sync, sender)
         self._process_qc(header.parent_qc, sender)
         evidence = self._aggregator.add_proposal(header, encoded_header=encoded, signature=msg.signature)
@@ -651,9 +657,7 @@ class Core:
             return "payload too large"
         if header.tx_root != payload_root(block.payload):
             return "tx_root does not match the payload"
-        if (header.round >= self._leaders_exact_from + MAX_FAILED_AUTHORS
-                and header.failed_authors != self._expected_failed_authors(header.parent_qc.round,
-                                                                           header.round)):
+        if not self._failed_authors_ok(header):
             return "failed authors differ from the elected leaders of the skipped rounds"
         oldest_allowed = header.round - params.evidence_window_rounds
         if any(e.round < oldest_allowed or e.round > header.round for e in header.evidence):
@@ -663,6 +667,18 @@ class Core:
     def _expected_failed_authors(self, qc_round: Round, round: Round) -> tuple[tuple[Round, NodeId], ...]:
         first = max(qc_round + 1, round - MAX_FAILED_AUTHORS)
         return tuple((r, self.leader(r)) for r in range(first, round))
+
+    def _failed_authors_ok(self, header: BlockHeader) -> bool:
+        """From the first round on: the block names exactly the skipped rounds (the last
+        ``MAX_FAILED_AUTHORS`` of them) and, for every round whose leader this node can
+        compute, that leader. Only after a restore without credit history are the
+        leaders of the rounds before ``_leaders_exact_from`` unknown; their rounds are
+        still checked."""
+        named = header.failed_authors
+        first = max(header.parent_qc.round + 1, header.round - MAX_FAILED_AUTHORS)
+        if tuple(r for r, _ in named) != tuple(range(first, header.round)):
+            return False
+        return all(r < self._leaders_exact_from or author == self.leader(r) for r, author in named)
 
     def _vote(self, block: Block, bid: Digest) -> None:
         round = block.round
@@ -779,7 +795,6 @@ class Core:
             self._process_qc(outcome.qc, vote.author)
 
     def _on_timeout(self, sender: NodeId, msg: TimeoutMsg) -> None:
-        self._safety.observe_network_round(sender, msg.timeout.data.round)
         self._process_sync(msg.sync, sender)
         self._count_timeout(sender, msg)
 

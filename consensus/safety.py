@@ -20,7 +20,11 @@ disk): it may have signed in rounds it no longer remembers. It refuses to sign
 until it has seen the network's current round in sync info from ``f + 1``
 distinct validators (so at least one honest), and then only in rounds above both
 that round and the highest round in which it sees its own key signing in the
-certificates and blocks it learns about.
+certificates and blocks it learns about. The network's round is taken from
+certified rounds only (a QC's or TC's round + 1, proven by 2f + 1 signatures),
+never from a number a single sender claims (a proposal's or a timeout's round):
+a Byzantine peer can then raise the floor no higher than the round the network
+really reached, so it cannot mute a recovering node.
 """
 
 from __future__ import annotations
@@ -85,7 +89,8 @@ class DoubleSignGuard:
         return self._floor_round is not None
 
     def observe_network_round(self, sender: NodeId, round: Round) -> None:
-        """``sender``'s sync info shows the network in ``round``."""
+        """``sender``'s sync info shows the network in ``round``: one above a certified
+        (QC or TC) round, never an uncertified claim."""
         if self._floor_round is not None:
             return
         self._senders.add(sender)
@@ -199,11 +204,13 @@ class SafetyRules:
 
     # --- timeouts ----------------------------------------------------------------------
 
-    def sign_timeout(self, *, round: Round, high_qc_round: Round, tc: TimeoutCert | None,
-                     high_qc: QuorumCert | None = None) -> tuple[Timeout, SafetyData | None]:
-        """Time out in ``round`` with our highest QC round; ``tc`` is our highest TC.
-        Returns the timeout and the safety data to persist first (None when the stored
-        timeout of this round is returned again)."""
+    def sign_timeout(self, *, round: Round, high_qc: QuorumCert,
+                     tc: TimeoutCert | None) -> tuple[Timeout, SafetyData | None]:
+        """Time out in ``round`` with our highest QC (its round is signed, the QC travels
+        with the timeout); ``tc`` is our highest TC. Returns the timeout and the safety
+        data to persist first (None when the stored timeout of this round is returned
+        again)."""
+        high_qc_round = high_qc.round
         last_timeout = self._data.last_timeout
         if last_timeout is not None and last_timeout.data.round == round:
             return last_timeout, None
@@ -223,7 +230,7 @@ class SafetyRules:
         data = TimeoutData(epoch=self._data.epoch, round=round, high_qc_round=high_qc_round)
         signature = self._signer.sign(chain_id=self._committee.chain_id, kind=crypto.KIND_TIMEOUT,
                                       message=codec.encode(data))
-        timeout = Timeout(data=data, author=self._me, signature=signature)
+        timeout = Timeout(data=data, author=self._me, signature=signature, high_qc=high_qc)
         self._data = msgspec.structs.replace(
             self._data,
             last_voted_round=max(self._data.last_voted_round, round),

@@ -19,6 +19,11 @@ NodeId = int
 Round = int
 Digest = bytes
 
+MAX_ROUND: Round = 2**62
+"""Largest round (and height) a valid message may carry. Far beyond any real chain's
+life, so rounds and heights never approach the codec's 64-bit limit, and a message
+claiming an absurd round is rejected at the edge (``bad_round``)."""
+
 
 class _Frozen(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
@@ -55,7 +60,9 @@ class QuorumCert(_Frozen, frozen=True):
 
 
 class TimeoutData(_Frozen, frozen=True):
-    """What a timeout signs: the round given up on and the signer's highest QC round."""
+    """What a timeout signs: the round given up on and the signer's highest QC round
+    (as in Aptos' ``TwoChainTimeout``, the QC itself travels with the timeout, unsigned:
+    it proves itself)."""
 
     epoch: int
     round: Round
@@ -63,13 +70,19 @@ class TimeoutData(_Frozen, frozen=True):
 
 
 class TimeoutCert(_Frozen, frozen=True):
-    """2f+1 timeouts for one round; ``high_qc_rounds[i]`` is what ``signers[i]`` signed."""
+    """2f+1 timeouts for one round; ``high_qc_rounds[i]`` is what ``signers[i]`` signed.
+
+    ``high_qc`` is the QC of the largest signed ``high_qc_round`` (Aptos'
+    ``TwoChainTimeoutCertificate``): the certificate proves the round it makes every
+    honest voter wait for, and a leader that processes it can always extend that QC.
+    """
 
     epoch: int
     round: Round
     signers: tuple[NodeId, ...]
     high_qc_rounds: tuple[Round, ...]
     signatures: tuple[bytes, ...]
+    high_qc: QuorumCert
 
     @property
     def high_qc_round(self) -> Round:
@@ -177,6 +190,8 @@ class Timeout(_Frozen, frozen=True):
     author: NodeId
     signature: bytes
     """Author's signature of ``encode(data)`` (domain TIMEOUT)."""
+    high_qc: QuorumCert
+    """The QC of round ``data.high_qc_round`` (not signed: its own signatures prove it)."""
 
 
 class TimeoutMsg(_Frozen, frozen=True, tag="timeout"):

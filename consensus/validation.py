@@ -21,6 +21,7 @@ from __future__ import annotations
 from consensus import codec, crypto
 from consensus.committee import Committee
 from consensus.types import (
+    MAX_ROUND,
     Block,
     BlockHeader,
     BlockRequest,
@@ -37,6 +38,7 @@ from consensus.types import (
     VoteData,
     VoteMsg,
     block_id,
+    payload_root,
 )
 
 MAX_FAILED_AUTHORS = 16
@@ -114,8 +116,13 @@ def _check_timeout(msg: TimeoutMsg, *, sender: NodeId, committee: Committee) -> 
         raise InvalidMessage("sender_mismatch", f"timeout by {timeout.author} sent by {sender}")
     if data.epoch != committee.epoch:
         raise InvalidMessage("wrong_epoch", f"timeout for epoch {data.epoch}")
+    if data.round > MAX_ROUND:
+        raise InvalidMessage("bad_round", f"timeout round {data.round} above {MAX_ROUND}")
     if not 0 <= data.high_qc_round < data.round:
         raise InvalidMessage("malformed", f"timeout of round {data.round} claims QC round {data.high_qc_round}")
+    if timeout.high_qc.round != data.high_qc_round:
+        raise InvalidMessage("bad_timeout", f"timeout claims QC round {data.high_qc_round} "
+                             f"but carries a QC of round {timeout.high_qc.round}")
     if msg.sync.high_qc.round < data.high_qc_round:
         raise InvalidMessage("malformed", "timeout claims a higher QC than its sync info carries")
     if not crypto.verify(
@@ -123,6 +130,7 @@ def _check_timeout(msg: TimeoutMsg, *, sender: NodeId, committee: Committee) -> 
         chain_id=committee.chain_id, kind=crypto.KIND_TIMEOUT, message=codec.encode(data),
     ):
         raise InvalidMessage("bad_signature", f"timeout signature of round {data.round} is invalid")
+    check_qc(timeout.high_qc, committee=committee)
     check_sync(msg.sync, committee=committee)
 
 
@@ -151,6 +159,8 @@ def check_block_structure(block: Block, *, committee: Committee) -> None:
         raise InvalidMessage("wrong_epoch", f"block for epoch {header.epoch}")
     if not committee.contains(header.author):
         raise InvalidMessage("not_member", f"block author {header.author} is not in the committee")
+    if header.round > MAX_ROUND or header.height > MAX_ROUND:
+        raise InvalidMessage("bad_round", f"block round {header.round} or height {header.height} above {MAX_ROUND}")
     if header.round <= parent.round:
         raise InvalidMessage("malformed", f"block round {header.round} not above its QC round {parent.round}")
     if header.height != parent.height + 1:
@@ -174,8 +184,9 @@ def check_block_structure(block: Block, *, committee: Committee) -> None:
 
 def check_block_chain(blocks: tuple[Block, ...], *, committee: Committee) -> None:
     """A fetched chain: newest first, each block the parent of the one before, each
-    structurally valid with a valid parent QC. (Whether the newest one is the block
-    that was asked for is checked by the core.)"""
+    structurally valid with a valid parent QC and a payload that matches its header's
+    ``tx_root``. (Whether the newest one is the block that was asked for is checked by
+    the core.)"""
     previous_parent: bytes | None = None
     for index, block in enumerate(blocks):
         if previous_parent is not None and block_id(block.header) != previous_parent:
@@ -183,6 +194,9 @@ def check_block_chain(blocks: tuple[Block, ...], *, committee: Committee) -> Non
         if block.height == 0 and index == len(blocks) - 1 and block.round == 0:
             break  # the chain reached genesis: it is not certified by a QC, the core knows it
         check_block_structure(block, committee=committee)
+        if block.header.tx_root != payload_root(block.payload):
+            raise InvalidMessage("bad_payload", f"fetched block of height {block.height}: payload does not "
+                                 "match its tx_root")
         check_qc(block.header.parent_qc, committee=committee)
         previous_parent = block.parent_id
 
@@ -190,6 +204,8 @@ def check_block_chain(blocks: tuple[Block, ...], *, committee: Committee) -> Non
 def _check_vote_data(data: VoteData, *, committee: Committee) -> None:
     if data.epoch != committee.epoch:
         raise InvalidMessage("wrong_epoch", f"vote data for epoch {data.epoch}")
+    if data.round > MAX_ROUND or data.height > MAX_ROUND:
+        raise InvalidMessage("bad_round", f"vote data of round {data.round}, height {data.height} above {MAX_ROUND}")
     if data.round < 1 or data.height < 1 or data.parent_round >= data.round:
         raise InvalidMessage("malformed", f"vote data of round {data.round} is inconsistent")
     if len(data.block_id) != codec.DIGEST_SIZE or len(data.parent_id) != codec.DIGEST_SIZE:
@@ -235,16 +251,22 @@ def check_qc(qc: QuorumCert, *, committee: Committee) -> None:
 
 
 def check_tc(tc: TimeoutCert, *, committee: Committee) -> None:
-    """A TC is a quorum of distinct members' valid timeout signatures for ``tc.round``."""
+    """A TC is a quorum of distinct members' valid timeout signatures for ``tc.round``
+    that carries a valid QC of exactly the largest signed ``high_qc_round`` (as Aptos
+    checks a ``TwoChainTimeoutCertificate``): a TC cannot make voters wait for a QC
+    round nobody can show."""
     cert_digest = codec.digest_of(tc)
     if committee.is_verified(cert_digest):
         return
     if tc.epoch != committee.epoch:
         raise InvalidMessage("wrong_epoch", f"TC for epoch {tc.epoch}")
-    if tc.round < 1:
-        raise InvalidMessage("bad_tc", "TC round must be at least 1")
-    if len(tc.high_qc_rounds) != len(tc.signers):
+    if not 1 <= tc.round <= MAX_ROUND:
+        raise InvalidMessage("bad_tc", f"TC round {tc.round} outside [1, {MAX_ROUND}]")
+    if len(tc.high_qc_rounds) != len(tc.signers) or not tc.signers:
         raise InvalidMessage("malformed", "TC: one high QC round per signer")
+    if tc.high_qc.round != max(tc.high_qc_rounds):
+        raise InvalidMessage("bad_tc", f"TC of round {tc.round}: largest signed QC round "
+                             f"{max(tc.high_qc_rounds)} but it carries a QC of round {tc.high_qc.round}")
     _check_signers(tc.signers, tc.signatures, what=f"TC of round {tc.round}", committee=committee)
     for signer, qc_round, signature in zip(tc.signers, tc.high_qc_rounds, tc.signatures, strict=True):
         if not 0 <= qc_round < tc.round:
@@ -255,6 +277,7 @@ def check_tc(tc: TimeoutCert, *, committee: Committee) -> None:
             chain_id=committee.chain_id, kind=crypto.KIND_TIMEOUT, message=message,
         ):
             raise InvalidMessage("bad_signature", f"TC of round {tc.round}: signature of {signer} is invalid")
+    check_qc(tc.high_qc, committee=committee)
     committee.remember_verified(cert_digest)
 
 

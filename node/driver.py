@@ -81,6 +81,7 @@ from consensus.types import (
     SafetyData,
     TimeoutCert,
     block_id,
+    payload_root,
 )
 from consensus.validation import InvalidMessage, check_qc
 from contracts import records
@@ -847,6 +848,9 @@ class Driver:
         for parent, child in itertools.pairwise(blocks):
             if child.height != parent.height + 1 or child.parent_id != block_id(parent.header):
                 return "broken hash chain"
+        for block in blocks:
+            if block.header.tx_root != payload_root(block.payload):
+                return f"payload of height {block.height} does not match its tx_root"
         last = blocks[-1]
         data = qc.vote_data
         if data.parent_id != block_id(last.header) or data.parent_round != last.round or data.round != last.round + 1:

@@ -103,7 +103,8 @@ def _print_summary(result: Any) -> None:
     status = "[green]OK[/]" if result.ok else f"[red]{len(result.violations)} VIOLATION(S)[/]"
     console.print(
         f"seed {result.seed}, {result.nodes} validators: {status} — height "
-        f"{result.committed_height}, {result.rounds} rounds, {result.timeouts} timeouts, "
+        f"{result.committed_height}, {result.rounds} rounds ({result.committed_fraction:.0%} committed), "
+        f"{result.timeouts} timeouts, "
         f"{result.messages_per_block} messages/block, {result.virtual_time_ms} virtual ms"
     )
     table = Table("validator", "leader share", "credit")

@@ -14,8 +14,10 @@ from typing import Literal
 
 import msgspec
 
-Behaviour = Literal["equivocate", "double-vote", "silent", "twins"]
-BEHAVIOURS: tuple[Behaviour, ...] = ("equivocate", "double-vote", "silent", "twins")
+Behaviour = Literal["equivocate", "double-vote", "silent", "twins", "forge-tc", "inflate-round",
+                    "withhold-sync", "garbage-sync", "false-blame"]
+BEHAVIOURS: tuple[Behaviour, ...] = ("equivocate", "double-vote", "silent", "twins", "forge-tc",
+                                     "inflate-round", "withhold-sync", "garbage-sync", "false-blame")
 
 
 class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

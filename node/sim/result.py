@@ -18,6 +18,9 @@ class SimResult(msgspec.Struct, kw_only=True):
     """Highest height committed by an honest validator."""
     min_committed_height: int
     """Lowest final height among honest validators."""
+    committed_fraction: float
+    """Share of the rounds that committed a block: ``min_committed_height / rounds``
+    (every honest validator committed that many blocks; at most one block per round)."""
     rounds: int
     """Highest round an honest validator reached."""
     timeouts: int
@@ -37,8 +40,9 @@ class SimResult(msgspec.Struct, kw_only=True):
     faults: dict[str, int]
     """Counts: byzantine, crashes, restarts, crash_between_persist_and_send,
     wiped_restarts, partitions, lost, duplicated, rejected (messages that failed
-    validation), forged (conflicting messages Byzantine validators signed), withheld
-    (proposals a silent leader kept), equivocations_detected, sign_refusals (honest
+    validation), forged (conflicting or forged messages and block answers Byzantine validators
+    made), forged_tcs (TCs built around a forged QC round), withheld (proposals a silent leader kept, block requests a withhold-sync
+    validator left unanswered), equivocations_detected, sign_refusals (honest
     signatures refused, e.g. by the double-sign guard)."""
     liveness_ok: bool
     """Every honest validator committed again after the faults healed."""

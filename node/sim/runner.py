@@ -63,6 +63,7 @@ from consensus.types import (
     Message,
     NodeId,
     ProposalMsg,
+    TimeoutMsg,
     block_id,
 )
 from consensus.validation import check_message
@@ -122,6 +123,7 @@ class Simulation:
                     behaviour=config.behaviour, me=index, nodes=n, chain_id=CHAIN_ID,
                     signer=self.signers[index], rng=random.Random(byz_rng.random()),
                 )
+                inst.byzantine.lookup = inst.block
             self.instances.append(inst)
         self.by_index: dict[NodeId, list[Instance]] = {}
         for inst in self.instances:
@@ -343,6 +345,8 @@ class Simulation:
                 if inst.byzantine is not None:
                     inst.byzantine.saw_proposal(message.block)
             self._handle(inst, MessageReceived(sender=src.index, message=message))
+            if isinstance(message, TimeoutMsg) and inst.byzantine is not None and inst.alive:
+                self._execute(inst, inst.byzantine.saw_timeout(message))
 
     def _serve_blocks(self, inst: Instance, requester: Instance, request: BlockRequest) -> None:
         blocks: list[Block] = []
@@ -356,6 +360,11 @@ class Simulation:
             if block.height <= 1:
                 break
             bid = block.parent_id
+        if inst.byzantine is not None:
+            answer = inst.byzantine.serve(request, blocks)
+            if answer is None:
+                return
+            blocks = answer
         if blocks:
             data = codec.encode(BlockResponse(blocks=tuple(blocks)))
             self._transmit(inst, requester, data)
@@ -504,16 +513,18 @@ class Simulation:
         per_block = self.network.sent / max(1, height)
         forged = sum(i.byzantine.forged for i in self.instances if i.byzantine)
         withheld = sum(i.byzantine.dropped for i in self.instances if i.byzantine)
+        forged_tcs = sum(i.byzantine.forged_tcs for i in self.instances if i.byzantine)
         faults = dict(self.counts)
         faults.update(
             lost=self.network.lost, duplicated=self.network.duplicated,
-            forged=forged, withheld=withheld, sign_refusals=refusals,
+            forged=forged, forged_tcs=forged_tcs, withheld=withheld, sign_refusals=refusals,
         )
         return SimResult(
             seed=self.config.seed,
             nodes=n,
             violations=list(self.checker.violations),
             committed_height=height,
+            committed_fraction=round(min(heights) / max(1, self.max_round), 4),
             min_committed_height=min(heights),
             rounds=self.max_round,
             timeouts=len(self.timeout_rounds),

@@ -4,8 +4,9 @@
 
 Run ``i`` gets seed ``start + i`` and a configuration drawn from that seed by
 ``sweep_config``: n from ``--nodes``, a Byzantine behaviour (equivocate,
-double-vote, silent, twins) with 1..f faulty validators in four runs out of
-five, 0..f crashing validators (plain restart, crash between persist and send,
+double-vote, silent, twins, forge-tc, inflate-round, withhold-sync, garbage-sync,
+false-blame; ``seed`` modulo their number) with 1..f faulty validators in four
+runs out of five, 0..f crashing validators (plain restart, crash between persist and send,
 or wiped restart), a partition in about 40% of the runs, message loss of
 0–20% and, in 40% of the runs, up to 0.5 or 2 s of extra delay per message
 (asynchrony) while the faults last. Prints progress and a summary; every failing run prints its

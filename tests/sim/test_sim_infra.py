@@ -56,7 +56,8 @@ def vote(author: int, round: int, target: bytes) -> VoteMsg:
 
 def timeout(author: int, round: int, high_qc_round: int) -> TimeoutMsg:
     data = TimeoutData(epoch=1, round=round, high_qc_round=high_qc_round)
-    return TimeoutMsg(timeout=Timeout(data=data, author=author, signature=b"\0" * 64), sync=SYNC)
+    return TimeoutMsg(timeout=Timeout(data=data, author=author, signature=b"\0" * 64, high_qc=GENESIS_QC),
+                      sync=SYNC)
 
 
 def proposal(author: int, round: int, salt: bytes) -> ProposalMsg:

@@ -1,5 +1,6 @@
 """The CI seed sweep: 200 runs over n in {4, 7} mixing every fault kind (equivocating
-leader, double voter, silent leader, twins; crashes with plain restart, crash
+leader, double voter, silent leader, twins, forged TCs, inflated rounds, withheld
+or garbage block answers, false blame; crashes with plain restart, crash
 between persist and send, wiped restart; partitions; loss; duplication) with up to
 f faulty validators. Every run must keep every invariant and make progress after
 healing. Split into chunks so xdist spreads them over the cores."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from node.sim.config import BEHAVIOURS
 from node.sim.runner import simulate
 from node.sim.schedule import make_plan
 from node.sim.sweep import sweep_config
@@ -30,8 +32,10 @@ def test_seed_sweep_has_no_violation_and_always_progresses(first: int) -> None:
 def test_sweep_mixes_every_fault_kind() -> None:
     configs = [sweep_config(s, nodes=(4, 7), rounds=SWEEP_ROUNDS) for s in range(RUNS)]
     assert {c.nodes for c in configs} == {4, 7}
-    for behaviour in ("equivocate", "double-vote", "silent", "twins"):
-        assert any(c.behaviour == behaviour and c.byzantine > 0 for c in configs), behaviour
+    for behaviour in BEHAVIOURS:
+        for n in (4, 7):
+            assert any(c.behaviour == behaviour and c.byzantine > 0 and c.nodes == n for c in configs), \
+                (behaviour, n)
     assert any(c.byzantine == 2 and c.nodes == 7 for c in configs), "never f = 2 faulty"
     assert all(c.byzantine <= (c.nodes - 1) // 3 for c in configs)
     assert sum(c.partition for c in configs) >= 40

@@ -35,7 +35,7 @@ def _core(net: Net, me: int) -> Core:
 def _timeout(net: Net, author: int, round: int = 1) -> TimeoutMsg:
     rules = SafetyRules(committee=make_committee(net.signers), me=author, signer=net.signers[author],
                         data=SafetyData(epoch=EPOCH))
-    timeout, _ = rules.sign_timeout(round=round, high_qc_round=0, tc=None)
+    timeout, _ = rules.sign_timeout(round=round, high_qc=GQC, tc=None)
     return TimeoutMsg(timeout=timeout, sync=SYNC)
 
 
@@ -137,7 +137,7 @@ def test_two_different_timeouts_for_one_round_are_equivocation():
     def signed(high_qc_round: int) -> Timeout:
         data = TimeoutData(epoch=EPOCH, round=2, high_qc_round=high_qc_round)
         return Timeout(data=data, author=1, signature=net.signers[1].sign(
-            chain_id=chain_id, kind="TIMEOUT", message=codec.encode(data)))
+            chain_id=chain_id, kind="TIMEOUT", message=codec.encode(data)), high_qc=GQC)
 
     aggregator = Aggregator(epoch=EPOCH, quorum=3)
     assert aggregator.add_timeout(signed(0)).evidence is None

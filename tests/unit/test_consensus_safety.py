@@ -52,7 +52,16 @@ def child(round: int, parent: Block) -> Block:
 
 def tc(round: int, qc: QuorumCert) -> TimeoutCert:
     return TimeoutCert(epoch=EPOCH, round=round, signers=(0, 1, 2), high_qc_rounds=(qc.round,) * 3,
-                       signatures=(bytes(64),) * 3)
+                       signatures=(bytes(64),) * 3, high_qc=qc)
+
+
+def qc_at(round: int) -> QuorumCert:
+    """A QC of ``round`` (the genesis QC for 0; signatures are not checked here)."""
+    if round == 0:
+        return GQC
+    data = VoteData(epoch=EPOCH, round=round, height=round, block_id=bytes([round % 256]) * 32,
+                    parent_id=bytes(32), parent_round=round - 1)
+    return QuorumCert(vote_data=data, signers=(0, 1, 2), signatures=(bytes(64),) * 3)
 
 
 def rules(data: SafetyData | None = None) -> SafetyRules:
@@ -73,7 +82,7 @@ def test_safe_to_vote_table(block_round, qc_round, tc_round, tc_hqc, expected):
     cert = None
     if tc_round is not None:
         cert = TimeoutCert(epoch=EPOCH, round=tc_round, signers=(0,), high_qc_rounds=(tc_hqc,),
-                           signatures=(bytes(64),))
+                           signatures=(bytes(64),), high_qc=qc_at(tc_hqc))
     assert safe_to_vote(block_round, qc_round, cert) is expected
 
 
@@ -131,23 +140,23 @@ def test_aptos_2chain_timeout_rules_sequence():
     a2 = child(2, a1)
     a3 = child(3, a2)
     sr = rules()
-    sr.sign_timeout(round=1, high_qc_round=0, tc=None)
+    sr.sign_timeout(round=1, high_qc=qc_at(0), tc=None)
     with pytest.raises(SafetyError) as err:
-        sr.sign_timeout(round=2, high_qc_round=0, tc=None)
+        sr.sign_timeout(round=2, high_qc=qc_at(0), tc=None)
     assert err.value.code == "not_safe_to_timeout"
-    sr.sign_timeout(round=2, high_qc_round=0, tc=tc(1, GQC))
+    sr.sign_timeout(round=2, high_qc=qc_at(0), tc=tc(1, GQC))
     with pytest.raises(SafetyError) as err:
-        sr.sign_timeout(round=1, high_qc_round=0, tc=None)
+        sr.sign_timeout(round=1, high_qc=qc_at(0), tc=None)
     assert err.value.code == "already_voted_round"
     sr.sign_vote(a3, block_id=block_id(a3.header), tc=None)  # one-chain round -> 2
     with pytest.raises(SafetyError) as err:
-        sr.sign_timeout(round=4, high_qc_round=2, tc=tc(2, GQC))
+        sr.sign_timeout(round=4, high_qc=qc_at(2), tc=tc(2, GQC))
     assert err.value.code == "not_safe_to_timeout"
     with pytest.raises(SafetyError) as err:
-        sr.sign_timeout(round=4, high_qc_round=1, tc=tc(3, GQC))
+        sr.sign_timeout(round=4, high_qc=qc_at(1), tc=tc(3, GQC))
     assert err.value.code == "not_safe_to_timeout"
     with pytest.raises(SafetyError) as err:
-        sr.sign_timeout(round=1, high_qc_round=2, tc=tc(2, GQC))
+        sr.sign_timeout(round=1, high_qc=qc_at(2), tc=tc(2, GQC))
     assert err.value.code == "invalid_timeout"
     assert a2.round == 2
 
@@ -176,15 +185,15 @@ def test_repeated_vote_request_returns_the_same_vote():
 
 def test_repeated_timeout_returns_the_same_timeout():
     sr = rules()
-    first, persisted = sr.sign_timeout(round=1, high_qc_round=0, tc=None)
-    again, nothing = sr.sign_timeout(round=1, high_qc_round=0, tc=None)
+    first, persisted = sr.sign_timeout(round=1, high_qc=qc_at(0), tc=None)
+    again, nothing = sr.sign_timeout(round=1, high_qc=qc_at(0), tc=None)
     assert again == first and nothing is None and persisted is not None
     assert persisted.last_timeout == first
 
 
 def test_no_vote_after_timing_out_in_the_round():
     sr = rules()
-    sr.sign_timeout(round=1, high_qc_round=0, tc=None)
+    sr.sign_timeout(round=1, high_qc=qc_at(0), tc=None)
     a1 = make_block(1, GQC)
     with pytest.raises(SafetyError) as err:
         sr.sign_vote(a1, block_id=block_id(a1.header), tc=None)
@@ -199,14 +208,14 @@ def test_double_sign_guard_waits_for_f_plus_1_peers_and_own_rounds():
     assert err.value.code == "double_sign_guard"
     sr.observe_network_round(0, 5)
     with pytest.raises(SafetyError):  # one peer is not enough (f + 1 = 2)
-        sr.sign_timeout(round=6, high_qc_round=5, tc=None)
+        sr.sign_timeout(round=6, high_qc=qc_at(5), tc=None)
     sr.observe_network_round(2, 6)  # the network is in round 6: we may have signed there
     sr.observe_own_signature(8)     # our key is in a certificate of round 8
     for round in (6, 7, 8):
         with pytest.raises(SafetyError) as err:
-            sr.sign_timeout(round=round, high_qc_round=round - 1, tc=None)
+            sr.sign_timeout(round=round, high_qc=qc_at(round - 1), tc=None)
         assert err.value.code == "double_sign_guard"
-    timeout, persisted = sr.sign_timeout(round=9, high_qc_round=8, tc=None)
+    timeout, persisted = sr.sign_timeout(round=9, high_qc=qc_at(8), tc=None)
     assert timeout.data.round == 9 and persisted is not None
 
 

@@ -68,7 +68,8 @@ def test_no_conflicting_signatures_across_crashes(ops):
                 if tc_spec is not None:
                     tc = TimeoutCert(epoch=EPOCH, round=tc_spec[0], signers=(0, 1, 2),
                                      high_qc_rounds=(min(tc_spec[1], tc_spec[0] - 1),) * 3,
-                                     signatures=(bytes(64),) * 3)
+                                     signatures=(bytes(64),) * 3,
+                                     high_qc=_qc(min(tc_spec[1], tc_spec[0] - 1)))
                 block = _block(round, qc_round, tag)
                 vote, new = rules.sign_vote(block, block_id=block_id(block.header), tc=tc)
                 if new is not None:
@@ -79,8 +80,8 @@ def test_no_conflicting_signatures_across_crashes(ops):
                 _, round, qc_round, tc_round = op
                 tc = None if tc_round is None else TimeoutCert(
                     epoch=EPOCH, round=tc_round, signers=(0, 1, 2), high_qc_rounds=(0, 0, 0),
-                    signatures=(bytes(64),) * 3)
-                timeout, new = rules.sign_timeout(round=round, high_qc_round=qc_round, tc=tc)
+                    signatures=(bytes(64),) * 3, high_qc=_qc(0))
+                timeout, new = rules.sign_timeout(round=round, high_qc=_qc(qc_round), tc=tc)
                 if new is not None:
                     disk = new
                 timeouts.setdefault(timeout.data.round, set()).add(timeout.signature)

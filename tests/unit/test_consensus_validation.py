@@ -77,8 +77,8 @@ def test_bad_signatures_are_rejected(captured):
     assert _code(bad_vote, sender=vote_sender) == "bad_signature"
     t_sender, timeout = captured["timeout"]
     t = timeout.timeout
-    bad_timeout = TimeoutMsg(timeout=type(t)(data=t.data, author=t.author, signature=t.signature[::-1]),
-                             sync=timeout.sync)
+    bad_timeout = TimeoutMsg(timeout=type(t)(data=t.data, author=t.author, signature=t.signature[::-1],
+                                             high_qc=t.high_qc), sync=timeout.sync)
     assert _code(bad_timeout, sender=t_sender) == "bad_signature"
 
 
@@ -117,10 +117,11 @@ def test_timeout_certificates_are_checked(captured):
     assert tc is not None
     check_tc(tc, committee=_committee())
     short = TimeoutCert(epoch=tc.epoch, round=tc.round, signers=tc.signers[:2],
-                        high_qc_rounds=tc.high_qc_rounds[:2], signatures=tc.signatures[:2])
+                        high_qc_rounds=tc.high_qc_rounds[:2], signatures=tc.signatures[:2], high_qc=tc.high_qc)
     swapped = TimeoutCert(epoch=tc.epoch, round=tc.round, signers=tc.signers,
                           high_qc_rounds=tc.high_qc_rounds,
-                          signatures=(tc.signatures[1], tc.signatures[0], *tc.signatures[2:]))
+                          signatures=(tc.signatures[1], tc.signatures[0], *tc.signatures[2:]),
+                          high_qc=tc.high_qc)
     for bad, code in ((short, "sub_quorum"), (swapped, "bad_signature")):
         with pytest.raises(InvalidMessage) as err:
             check_tc(bad, committee=_committee())

@@ -100,7 +100,7 @@ async def test_safety_is_durable_before_the_vote_leaves(node: Any) -> None:
 
     storage.save_safety = slow_save
     timeout = TimeoutMsg(timeout=Timeout(data=TimeoutData(epoch=0, round=1, high_qc_round=0), author=0,
-                                         signature=bytes(64)),
+                                         signature=bytes(64), high_qc=driver.core.high_qc),
                          sync=driver.core and _sync(driver))
     await driver._carry_out([act.PersistSafety(data=SafetyData(epoch=0, highest_timeout_round=1)),
                              act.Send(to=1, message=timeout)])
@@ -180,4 +180,26 @@ async def test_restart_loads_the_latest_snapshot_and_replays_the_blocks_after_it
     assert (reloaded.exec.height, reloaded.exec.root, reloaded.exec.state.credit) == (3, root, credit)
     assert [s.round for s in reloaded.exec.history][-3:] == [1, 2, 3]
     await driver.stop()
+    await storage.close()
+
+
+async def test_catch_up_refuses_blocks_whose_payload_does_not_match_tx_root(node: Any) -> None:
+    """A sync response whose block carries a payload other than the one its header
+    commits to (``tx_root``) is refused before anything is executed."""
+    from node.transport import SyncResponse
+
+    driver, _backend, storage, _ = node
+    assert driver.exec is not None
+    parent = driver.exec.last_block
+    proof = genesis_qc(driver.genesis_block)
+
+    def response(payload: tuple[bytes, ...], claimed: tuple[bytes, ...]) -> SyncResponse:
+        header = BlockHeader(epoch=parent.header.epoch, round=1, height=parent.height + 1, parent_qc=proof,
+                             author=0, timestamp_ms=parent.header.timestamp_ms + 1, tx_root=payload_root(claimed),
+                             executed_height=0, executed_state_root=bytes(32))
+        return SyncResponse(blocks=(Block(header=header, payload=payload),), commit_qc=proof, head_height=1)
+
+    assert "tx_root" in (driver._check_sync(response((b"garbage",), (b"tx",))) or "")
+    # The same block with its real payload gets past that check (and fails on the QC here).
+    assert "commit QC" in (driver._check_sync(response((b"tx",), (b"tx",))) or "")
     await storage.close()
