@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import time
 import urllib.error
@@ -18,12 +19,14 @@ from node.localnet import LocalNet
 
 
 def free_base_port(span: int = 300) -> int:
-    """A base port P such that P..P+span-1 look free (p2p P+i, api P+100+i, metrics P+200+i)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            candidate = int(s.getsockname()[1])
-        base = 20_000 + (candidate % 30_000)
+    """A base port P such that P..P+span-1 look free (p2p P+i, api P+100+i, metrics P+200+i).
+
+    Drawn below Linux's ephemeral range (32768+): a client connecting to a node that is not
+    listening yet could otherwise get the node's port as its own source port and connect to
+    itself (it then reads back its own request as the answer)."""
+    rng = random.SystemRandom()
+    for _ in range(100):
+        base = rng.randrange(10_000, 32_768 - span)
         if all(_port_free(base + off) for off in (0, 1, 2, 3, 100, 101, 102, 103, 200, 201, 202, 203)):
             return base
     raise RuntimeError("no free port range found")

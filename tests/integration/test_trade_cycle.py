@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,26 +28,12 @@ from typing import Any
 
 import pytest
 
+from tests.integration.cluster_util import free_base_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_trade_cycle"), pytest.mark.timeout(240)]
 
-PORT_RANGE = range(10_000, 19_700, 300)
-"""Candidate base ports (p2p P+i, api P+100+i, metrics P+200+i): below the ephemeral range."""
 SLOT_MS = 8_000  # the reading window is one slot: room for 4 CLI processes to start on a loaded 2-core machine
 GRIDCHAIN = str(Path(sys.executable).with_name("gridchain"))
-
-
-def free_base_port() -> int:
-    """A base port whose 12 devnet ports are free now (another run may hold the first ones)."""
-    offsets = [o + i for o in (0, 100, 200) for i in range(4)]
-    for base in random.sample(PORT_RANGE, len(PORT_RANGE)):
-        try:
-            for off in offsets:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + off))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range for the devnet")
 
 
 def http_get(url: str) -> Any:
