@@ -136,6 +136,8 @@ def validate_genesis(genesis: Genesis) -> None:
     need(m.history_slots >= 0, "market.history_slots must be >= 0")
     t = genesis.token
     need(t.block_reward_proposer_u >= 0 and t.block_reward_voter_u >= 0, "block rewards must be >= 0")
+    for problem in genesis.consensus.credit.problems():
+        need(False, problem)
     need(len(genesis.validators) >= 1, "genesis needs at least one validator")
     seen: set[str] = set()
     for v in genesis.validators:
