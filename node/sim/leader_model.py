@@ -167,13 +167,3 @@ def _commit(history: LeaderHistory, params: CreditParams, block: _Block) -> None
         failed_authors=block.failed_authors, equivocations=block.equivocations)
     history.append_credit(block.round, block.block_id, credit)
 
-
-def gini(values: list[int] | list[float]) -> float:
-    """The Gini coefficient of ``values`` (0: all equal; near 1: one holds everything)."""
-    total = sum(values)
-    if len(values) < 2 or total <= 0:
-        return 0.0
-    ordered = sorted(values)
-    n = len(ordered)
-    weighted = sum((2 * (i + 1) - n - 1) * v for i, v in enumerate(ordered))
-    return weighted / (n * total)
