@@ -9,7 +9,7 @@ import pytest
 from consensus.config import ConsensusParams
 from node.sim.config import SimConfig
 from node.sim.leader_model import Fault, LeaderModelConfig, run_leader_model
-from node.sim.result import gini
+from node.sim.result import fairness, gini
 from node.sim.runner import Simulation
 from tests.sim.conftest import explain
 from tests.sim.test_sim_scenarios import plan
@@ -109,3 +109,11 @@ def test_full_simulation_silent_validator_leads_under_one_percent_after_warm_up(
     late = [r for r, leader in sim.leaders.items() if leader == 1 and r > warm_up]
     assert len(late) < 0.01 * (result.rounds - warm_up), late
     assert result.fairness.leader_share_max_deviation < 0.05, result.fairness
+
+
+def test_fairness_figures():
+    assert gini([5, 5, 5, 5]) == 0.0
+    assert gini([0, 0, 0, 8]) == pytest.approx(0.75)
+    f = fairness([0.2, 0.3, 0.5, 0.0], proposed=[20, 30, 50, 0], honest=[0, 1, 3])
+    assert f.leader_share_max_deviation == pytest.approx(0.1667, abs=1e-4)
+    assert f.proposer_reward_gini == pytest.approx(gini([20, 30, 0]), abs=1e-4)

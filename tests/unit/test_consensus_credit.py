@@ -121,3 +121,4 @@ def test_genesis_rejects_unusable_credit_parameters(bad):
     genesis = msgspec.structs.replace(chain.genesis, consensus=ConsensusParams(credit=CreditParams(**bad)))
     with pytest.raises(GenesisError, match="credit"):
         validate_genesis(genesis)
+
