@@ -21,6 +21,9 @@ class CreditParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """A validator whose failed rounds exceed this share of its window sample has credit 0."""
     min_sample_rounds: int = 20
     """The sample is ``max(led + failed, this)``: so few rounds do not make one failure a verdict."""
+    max_failure_streak: int = 3
+    """Credit 0 after this many failures in a row (no committed block of its own in
+    between), until the latest leaves the window."""
     exclusion_rounds: int = 1_000
     """After committed equivocation evidence, the culprit is not elected leader for this many rounds."""
     leader_threshold: int = 1
@@ -35,6 +38,8 @@ class CreditParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             found.append("credit: window_bucket_rounds and window_buckets must be >= 1")
         if not 0 <= self.failure_threshold_percent <= 100 or self.min_sample_rounds < 1:
             found.append("credit: need 0 <= failure_threshold_percent <= 100 and min_sample_rounds >= 1")
+        if self.max_failure_streak < 1:
+            found.append("credit: max_failure_streak must be >= 1")
         if self.exclusion_rounds < 0:
             found.append("credit: exclusion_rounds must be >= 0")
         return found

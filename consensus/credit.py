@@ -18,7 +18,10 @@ as a leader in a recent *window* of committed rounds — never on rewards it ear
   surely its own leader's failure.
 * A validator's credit is ``full_credit`` unless, in the window, it has failed and
   never led, or its failures exceed ``failure_threshold_percent`` of
-  ``max(led + failed, min_sample_rounds)``; then it is 0. All reliable validators therefore carry exactly equal weight, whatever
+  ``max(led + failed, min_sample_rounds)``, or its last ``max_failure_streak``
+  charged rounds all failed (no committed block of its own in between); then it is 0.
+  The streak catches a validator with a long good record that goes down, which the
+  ratio alone would let fail for a tenth of its window first. All reliable validators therefore carry exactly equal weight, whatever
   their luck so far: there is no loop in which leading raises the chance to lead.
 * Each validator with committed equivocation evidence is excluded from leadership
   until ``round + exclusion_rounds`` (once per (validator, round) of evidence) and
@@ -65,6 +68,11 @@ class CreditState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """(validator, round) equivocations already punished, kept while within the exclusion window."""
     window: tuple[WindowBucket, ...] = ()
     """The buckets of the reliability window, oldest first (at most ``window_buckets``)."""
+    streak: tuple[int, ...] = ()
+    """Per validator: failures charged since its last committed block, while the latest
+    of them is still in the window (empty: all 0)."""
+    streak_bucket: tuple[int, ...] = ()
+    """Per validator: the bucket of the latest failure counted in ``streak``."""
 
 
 def initial_credit(validator_count: int, params: CreditParams) -> CreditState:
@@ -136,6 +144,16 @@ def apply_committed_block(
         failed[author] += 1
     window.append(WindowBucket(index=index, led=tuple(led), failed=tuple(failed)))
 
+    streak = list(state.streak) or [0] * n
+    streak_bucket = list(state.streak_bucket) or [0] * n
+    streak[proposer] = 0
+    for author in charged:
+        streak[author] += 1
+        streak_bucket[author] = index
+    for i in range(n):
+        if streak_bucket[i] <= index - params.window_buckets:
+            streak[i] = 0  # its latest failure left the window with its bucket
+
     excluded = list(state.excluded_until_round)
     punished = set(state.punished)
     for culprit, culprit_round in sorted(set(equivocations)):
@@ -147,7 +165,8 @@ def apply_committed_block(
 
     led_total, failed_total = _totals(window, n)
     credits = tuple(
-        0 if excluded[i] > round else reliability_credit(led_total[i], failed_total[i], params)
+        0 if excluded[i] > round or streak[i] >= params.max_failure_streak
+        else reliability_credit(led_total[i], failed_total[i], params)
         for i in range(n)
     )
     # Bound the memory of punished pairs to the exclusion window.
@@ -157,6 +176,8 @@ def apply_committed_block(
         excluded_until_round=tuple(excluded),
         punished=tuple(sorted(p for p in punished if p[1] >= horizon)),
         window=tuple(window),
+        streak=tuple(streak),
+        streak_bucket=tuple(streak_bucket),
     )
 
 

@@ -84,15 +84,38 @@ def test_failures_leave_with_their_bucket_within_the_stated_recovery_bound():
         assert back - f <= WINDOW_ROUNDS + 1
 
 
-def test_a_reliable_history_absorbs_rare_failures_but_not_a_failing_streak():
-    """Setup: validator 0 leads 100 rounds successfully, then fails. Check: it keeps
-    full credit through 11 failures (10 % of 111 is 11.1) and drops to 0 at the 12th."""
+def test_a_reliable_history_absorbs_rare_failures_up_to_the_threshold():
+    """Setup: validator 0 leads 100 rounds successfully, then alternates a failure and
+    a success. Check: full credit while failures are at most 10 % of its window
+    sample, 0 as soon as they are more."""
     state = initial_credit(4, PARAMS)
     for round in range(1, 101):
         state = _commit(state, round, proposer=0)
-    for k in range(1, 13):
-        state = _commit(state, 100 + 2 * k, proposer=1, failed=(0,))
-        assert state.credits[0] == (FULL if k <= 11 else 0), k
+    round = 100
+    for k in range(1, 40):
+        state = _commit(state, round := round + 2, proposer=1, failed=(0,))
+        led, failed = window_totals(state)
+        assert state.credits[0] == (FULL if failed[0] * 10 <= led[0] + failed[0] else 0), k
+        if state.credits[0] == 0:
+            break
+        state = _commit(state, round := round + 1, proposer=0)
+    assert state.credits[0] == 0 and k == 13  # 13 failed of 125 rounds is 10.4 %
+
+
+def test_a_failing_streak_excludes_at_once_and_a_committed_block_ends_it():
+    """Setup: validator 0 has a long good record, then fails twice in a row, leads
+    once, fails three times in a row. Check: full credit until the third failure in a
+    row (``max_failure_streak``), although 5 of its 206 rounds is far below 10 %."""
+    state = initial_credit(4, PARAMS)
+    for round in range(1, 201):
+        state = _commit(state, round, proposer=0)
+    state = _commit(state, 202, proposer=1, failed=(0,))
+    state = _commit(state, 204, proposer=1, failed=(0,))
+    assert state.credits[0] == FULL
+    state = _commit(state, 205, proposer=0)
+    for k, round in enumerate((207, 209, 211), start=1):
+        state = _commit(state, round, proposer=1, failed=(0,))
+        assert state.credits[0] == (0 if k == PARAMS.max_failure_streak else FULL)
 
 
 def test_equivocator_is_excluded_once_per_round_of_evidence_and_then_readmitted():
@@ -115,6 +138,7 @@ def test_window_memory_is_bounded():
 @pytest.mark.parametrize("bad", [
     {"window_bucket_rounds": 0}, {"window_buckets": 0}, {"failure_threshold_percent": 101},
     {"min_sample_rounds": 0}, {"leader_threshold": 0}, {"leader_threshold": 1_001},
+    {"max_failure_streak": 0},
 ])
 def test_genesis_rejects_unusable_credit_parameters(bad):
     chain = Chain()
