@@ -21,15 +21,17 @@ as a leader in a recent *window* of committed rounds — never on rewards it ear
   ``max(led + failed, min_sample_rounds)``, or its last ``max_failure_streak``
   charged rounds all failed (no committed block of its own in between); then it is 0.
   The streak catches a validator with a long good record that goes down, which the
-  ratio alone would let fail for a tenth of its window first. All reliable validators therefore carry exactly equal weight, whatever
-  their luck so far: there is no loop in which leading raises the chance to lead.
+  ratio alone would let fail for a tenth of its window first. All reliable
+  validators therefore carry exactly equal weight, whatever their luck so far: there
+  is no loop in which leading raises the chance to lead.
 * Each validator with committed equivocation evidence is excluded from leadership
   until ``round + exclusion_rounds`` (once per (validator, round) of evidence) and
   has credit 0 while excluded.
 
 Recovery needs no rule of its own: failures leave the window with their bucket, so a
 validator that stops failing has full credit again at most
-``window_buckets × window_bucket_rounds`` committed rounds after its last failure, and
+``window_buckets × window_bucket_rounds`` committed rounds after the block that
+charged its last failure (the streak is forgotten with it), and
 one that is never heard from gets a few chances each time its failures expire.
 
 Credit decides who may lead (``consensus.leader``); it never changes the weight of
