@@ -4,6 +4,7 @@ round outcomes) and shorter runs of the full simulator."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from consensus.config import ConsensusParams
@@ -117,3 +118,12 @@ def test_fairness_figures():
     f = fairness([0.2, 0.3, 0.5, 0.0], proposed=[20, 30, 50, 0], honest=[0, 1, 3])
     assert f.leader_share_max_deviation == pytest.approx(0.1667, abs=1e-4)
     assert f.proposer_reward_gini == pytest.approx(gini([20, 30, 0]), abs=1e-4)
+
+
+def test_leader_model_replays_exactly_from_its_seed():
+    config = LeaderModelConfig(nodes=4, seed=9, rounds=3_000, noise_percent=5,
+                               faults=(Fault(index=0, silent_percent=30),))
+    first, again = run_leader_model(config), run_leader_model(config)
+    assert first.leaders == again.leaders and first.credit == again.credit
+    other = run_leader_model(msgspec.structs.replace(config, seed=10))
+    assert other.leaders != first.leaders
