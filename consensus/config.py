@@ -7,32 +7,42 @@ import msgspec
 
 
 class CreditParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """C-LBFT credit rules (DESIGN.md §4). Credit changes only through committed evidence."""
+    """C-LBFT credit rules (DESIGN.md §4, docs/CREDIT.md): leader weight from reliability
+    in a recent window of committed rounds. Credit changes only through committed evidence."""
 
-    initial: int = 1_000
-    """Credit every validator starts with in genesis."""
-    baseline: int = 1_000
-    """The value decay pulls credit towards."""
-    minimum: int = 0
-    """Lower bound; credit never goes below it."""
-    maximum: int = 10_000
-    """Upper bound; credit never goes above it."""
-    reward_propose: int = 10
-    """Added to the proposer of every committed block."""
-    reward_vote: int = 2
-    """Added to each signer of the QC a committed block carries."""
-    penalty_fail: int = 100
-    """Taken from each failed author (a leader whose round ended in a TC) named by a committed block."""
-    penalty_equivocate: int = 2_000
-    """Taken from a validator once per proven equivocation (two signed messages for one round)."""
+    full_credit: int = 1_000
+    """Credit (leader weight) of every validator that is reliable in the window, and in genesis."""
+    window_bucket_rounds: int = 250
+    """Committed rounds per bucket of the reliability window."""
+    window_buckets: int = 4
+    """Buckets in the window; failures are forgotten with their bucket, at most
+    ``window_buckets × window_bucket_rounds`` committed rounds after they happened."""
+    failure_threshold_percent: int = 10
+    """A validator whose failed rounds exceed this share of its window sample has credit 0."""
+    min_sample_rounds: int = 20
+    """The sample is ``max(led + failed, this)``: so few rounds do not make one failure a verdict."""
+    max_failure_streak: int = 3
+    """Credit 0 after this many failures in a row (no committed block of its own in
+    between), until the latest leaves the window."""
     exclusion_rounds: int = 1_000
     """After committed equivocation evidence, the culprit is not elected leader for this many rounds."""
-    decay_every_blocks: int = 100
-    """Every this many committed blocks, each credit moves part of the way back to ``baseline``."""
-    decay_divisor: int = 10
-    """That part is ``(baseline - credit) // decay_divisor`` (integer, towards the baseline)."""
-    leader_threshold: int = 200
-    """Validators with credit below this are never elected leader (unless all are below)."""
+    leader_threshold: int = 1
+    """Validators with credit below this are never elected leader (unless all are)."""
+
+    def problems(self) -> list[str]:
+        """What makes these parameters unusable (empty when they are fine)."""
+        found = []
+        if self.full_credit < 1 or not 1 <= self.leader_threshold <= self.full_credit:
+            found.append("credit: need 1 <= leader_threshold <= full_credit")
+        if self.window_bucket_rounds < 1 or self.window_buckets < 1:
+            found.append("credit: window_bucket_rounds and window_buckets must be >= 1")
+        if not 0 <= self.failure_threshold_percent <= 100 or self.min_sample_rounds < 1:
+            found.append("credit: need 0 <= failure_threshold_percent <= 100 and min_sample_rounds >= 1")
+        if self.max_failure_streak < 1:
+            found.append("credit: max_failure_streak must be >= 1")
+        if self.exclusion_rounds < 0:
+            found.append("credit: exclusion_rounds must be >= 0")
+        return found
 
 
 class ConsensusParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

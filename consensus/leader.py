@@ -3,7 +3,9 @@
 ``elect`` is Aptos' ``choose_index``: the eligible validators (credit at or above
 the threshold, not excluded for equivocation; see ``credit.eligible_leaders``) are
 weighted by their credit, and ``sha256(seed ‖ round)`` picks one in proportion to
-its weight — one hash and one bisection, no loops over rounds.
+its weight — one hash and one bisection, no loops over rounds. Credit is full for
+every validator that is reliable in the recent window and 0 otherwise
+(``consensus.credit``), so reliable validators are drawn with equal probability.
 
 ``LeaderHistory`` keeps a bounded list of snapshots (committed round, credit after
 that block, block id). The leader of round ``r`` is elected from the latest snapshot
@@ -46,14 +48,13 @@ def elect(credit: CreditState, params: CreditParams, round: Round, seed: bytes) 
 
 
 def credit_after_block(credit: CreditState, params: CreditParams, block: Block) -> CreditState:
-    """Credit after committing ``block``: proposer, its QC's signers, the failed authors
-    it names and the equivocations it proves (see ``consensus.credit``)."""
+    """Credit after committing ``block``: its proposer, the failed authors it names and
+    the equivocations it proves (see ``consensus.credit``)."""
     header = block.header
     return apply_committed_block(
         credit, params,
         round=header.round,
         proposer=header.author,
-        voters=header.parent_qc.signers,
         failed_authors=[author for _, author in header.failed_authors],
         equivocations=[(e.author, e.round) for e in header.evidence],
     )
@@ -106,11 +107,14 @@ class LeaderHistory:
 
     def append(self, block: Block, block_id: Digest) -> CreditSnapshot:
         """Record the credit after committing ``block`` (blocks arrive in commit order)."""
-        assert block.round > self._snapshots[-1].round, "committed rounds must increase"
-        snapshot = CreditSnapshot(
-            round=block.round, block_id=block_id,
-            credit=credit_after_block(self._snapshots[-1].credit, self._params, block),
-        )
+        return self.append_credit(
+            block.round, block_id, credit_after_block(self._snapshots[-1].credit, self._params, block))
+
+    def append_credit(self, round: Round, block_id: Digest, credit: CreditState) -> CreditSnapshot:
+        """Record ``credit`` as the credit after the committed block ``block_id`` of ``round``
+        (``append`` computes it from the block; a model of the chain may compute it itself)."""
+        assert round > self._snapshots[-1].round, "committed rounds must increase"
+        snapshot = CreditSnapshot(round=round, block_id=block_id, credit=credit)
         self._snapshots.append(snapshot)
         self._rounds.append(snapshot.round)
         # Only rounds that now elect from this snapshot change leader.

@@ -297,7 +297,7 @@ def _credit_and_rewards(ctx: BlockContext, block: BlockInput) -> None:
     equivocations = {*block.equivocations, *((v, block.round) for v in block.equivocators)}
     state.credit = apply_committed_block(
         state.credit, genesis.consensus.credit, round=block.round, proposer=block.proposer,
-        voters=block.voters, failed_authors=block.failed_authors, equivocations=equivocations)
+        failed_authors=block.failed_authors, equivocations=equivocations)
     voters = tuple(sorted(set(block.voters)))
     t = genesis.token
     paid: dict[int, int] = {block.proposer: t.block_reward_proposer_u}

@@ -177,6 +177,8 @@ def validate_genesis(genesis: Genesis) -> None:
     for name, value in bound_products(genesis).items():
         need(value <= SAFE_INT, f"bounds too large: {name} = {value} exceeds 2^62 = {SAFE_INT} "
                                 "(see docs/BOUNDS.md)")
+    for problem in genesis.consensus.credit.problems():
+        need(False, problem)
     need(len(genesis.validators) >= 1, "genesis needs at least one validator")
     seen: set[str] = set()
     for v in genesis.validators:

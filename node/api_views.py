@@ -24,6 +24,7 @@ import msgspec
 import orjson
 
 from consensus import codec
+from consensus.credit import window_totals
 from contracts import market
 from contracts import records as rec
 from contracts import state as st
@@ -174,14 +175,18 @@ def trades(state: st.State, *, account: str | None, slot: int | None, limit: int
 
 
 def validators(state: st.State, genesis: Any) -> list[dict[str, Any]]:
-    """Validator records with credit, exclusion and leader share (blocks proposed / all)."""
+    """Validator records with credit, exclusion, the rounds led and failed in the credit
+    window (docs/CREDIT.md) and leader share (blocks proposed / all)."""
     infos = sorted(state.validators.values(), key=lambda v: v.index)
     total = sum(v.blocks_proposed for v in infos) or 1
+    window_led, window_failed = window_totals(state.credit)
     out = []
     for v in infos:
         item = _j(v)
         item["credit"] = state.credit.credits[v.index]
         item["excluded_until_round"] = state.credit.excluded_until_round[v.index]
+        item["window_led"] = window_led[v.index]
+        item["window_failed"] = window_failed[v.index]
         item["leader_share_ppm"] = v.blocks_proposed * 1_000_000 // total
         out.append(item)
     return out

@@ -6,7 +6,10 @@
 
 Prints a summary (or, with ``--json``, one JSON object with ``violations``,
 ``committed_height``, ``rounds``, ``timeouts``, ``leader_share``, ``credit``,
-``messages_per_block`` and more). Exit status 0 when every invariant held, 1 on
+``fairness`` (``leader_share_max_deviation``: the largest deviation of an honest
+validator's leader share from the honest mean; ``proposer_reward_gini``: the Gini
+coefficient of proposer rewards among honest validators), ``messages_per_block``
+and more). Exit status 0 when every invariant held, 1 on
 any violation (the output then says how to reproduce it), 2 on bad arguments.
 """
 
@@ -112,6 +115,9 @@ def _print_summary(result: Any) -> None:
         credit = result.credit[i] if i < len(result.credit) else "-"
         table.add_row(str(i), f"{share:.3f}", str(credit))
     console.print(table)
+    f = result.fairness
+    console.print(f"fairness: leader share max deviation {f.leader_share_max_deviation:.4f}, "
+                  f"proposer reward gini {f.proposer_reward_gini:.4f}")
     faults = ", ".join(f"{k}={v}" for k, v in result.faults.items() if v)
     console.print(f"faults: {faults or 'none'}")
     for v in result.violations:

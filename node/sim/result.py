@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import msgspec
 
 from node.sim.checker import Violation
+
+
+class Fairness(msgspec.Struct, kw_only=True):
+    """How evenly the honest validators shared leadership and its rewards."""
+
+    leader_share_max_deviation: float
+    """Largest deviation of an honest validator's leader share from the honest mean."""
+    proposer_reward_gini: float
+    """Gini coefficient of proposer rewards among honest validators (each committed
+    block pays its proposer the same reward, so: of committed blocks proposed)."""
+
+
+def gini(values: Sequence[int] | Sequence[float]) -> float:
+    """The Gini coefficient of ``values``: 0 when all are equal, towards 1 when one holds all."""
+    total = sum(values)
+    if len(values) < 2 or total <= 0:
+        return 0.0
+    ordered = sorted(values)
+    n = len(ordered)
+    return sum((2 * (i + 1) - n - 1) * v for i, v in enumerate(ordered)) / (n * total)
+
+
+def fairness(leader_share: Sequence[float], proposed: Sequence[int], honest: Iterable[int]) -> Fairness:
+    """``Fairness`` of the validators ``honest`` (indexes into both sequences)."""
+    honest = sorted(honest)
+    shares = [leader_share[i] for i in honest]
+    mean = sum(shares) / max(1, len(shares))
+    return Fairness(
+        leader_share_max_deviation=round(max((abs(s - mean) for s in shares), default=0.0), 4),
+        proposer_reward_gini=round(gini([proposed[i] for i in honest]), 4),
+    )
 
 
 class SimResult(msgspec.Struct, kw_only=True):
@@ -29,6 +62,8 @@ class SimResult(msgspec.Struct, kw_only=True):
     """Per validator: share of the rounds it led."""
     credit: list[int]
     """Per validator: credit as computed by the most advanced honest validator."""
+    fairness: Fairness
+    """Leader share and proposer rewards among the honest validators (docs/CREDIT.md)."""
     messages: int
     """Messages handed to the network (one per destination)."""
     messages_per_block: float

@@ -72,7 +72,7 @@ from node.sim.checker import Checker
 from node.sim.config import SimConfig
 from node.sim.instance import CHAIN_ID, EPOCH, Instance, state_root, validator_seed
 from node.sim.network import NetworkModel
-from node.sim.result import SimResult
+from node.sim.result import SimResult, fairness
 from node.sim.schedule import CrashPlan, FaultPlan, PartitionPlan, make_plan
 
 START_MS = 1_000
@@ -509,6 +509,13 @@ class Simulation:
             if 0 <= leader < n:
                 led[leader] += 1
         total_led = max(1, sum(led))
+        leader_share = [round(c / total_led, 4) for c in led]
+        proposed = [0] * n  # committed blocks per proposer, in the most advanced honest chain
+        if top is not None:
+            for bid in top.chain:
+                block = top.committed.get(bid)
+                if block is not None and 0 <= block.header.author < n:
+                    proposed[block.header.author] += 1
         height = max(heights)
         per_block = self.network.sent / max(1, height)
         forged = sum(i.byzantine.forged for i in self.instances if i.byzantine)
@@ -528,8 +535,9 @@ class Simulation:
             min_committed_height=min(heights),
             rounds=self.max_round,
             timeouts=len(self.timeout_rounds),
-            leader_share=[round(c / total_led, 4) for c in led],
+            leader_share=leader_share,
             credit=credit,
+            fairness=fairness(leader_share, proposed, [i for i in range(n) if i not in self.byzantine]),
             messages=self.network.sent,
             messages_per_block=round(per_block, 2),
             messages_per_block_per_node=round(per_block / n, 2),

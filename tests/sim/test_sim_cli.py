@@ -20,6 +20,11 @@ def test_sim_json_reports_the_required_fields(capsys: pytest.CaptureFixture[str]
     assert report["timeouts"] >= 0
     assert len(report["leader_share"]) == 4 and abs(sum(report["leader_share"]) - 1) < 0.01
     assert len(report["credit"]) == 4 and all(c > 0 for c in report["credit"])
+    shares = report["leader_share"]
+    fairness = report["fairness"]
+    assert fairness["leader_share_max_deviation"] == pytest.approx(
+        max(abs(s - sum(shares) / 4) for s in shares), abs=1e-4)
+    assert 0 <= fairness["proposer_reward_gini"] < 0.2
     assert 0 < report["messages_per_block"] < 40
     assert report["reproduce"].startswith("gridchain sim --nodes 4 --seed 1 --rounds 200")
 
@@ -29,7 +34,7 @@ def test_sim_with_faults_prints_a_summary(capsys: pytest.CaptureFixture[str]) ->
                  "--behaviour", "double-vote", "--crash", "2", "--partition", "--loss", "10"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "OK" in out and "leader share" in out
+    assert "OK" in out and "leader share" in out and "fairness: leader share max deviation" in out
 
 
 def test_sim_refuses_a_bad_configuration(capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,6 +98,7 @@ async def test_trading_day_reads_back_through_every_query(env: Any) -> None:
     assert [v["index"] for v in validators] == [0, 1, 2, 3]
     assert validators[0]["blocks_proposed"] == 4 and validators[0]["leader_share_ppm"] == 1_000_000
     assert validators[0]["credit"] == backend.state.credit.credits[0]
+    assert validators[0]["window_led"] == 4 and validators[0]["window_failed"] == 0
 
 
 async def test_trace_returns_lineage_whose_proofs_verify_against_block_roots(env: Any) -> None:

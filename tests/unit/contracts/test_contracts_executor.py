@@ -53,13 +53,17 @@ def test_credit_and_rewards_follow_block_metadata() -> None:
     t = chain.genesis.token
     _, _, _ = apply_block(chain.state, BlockInput(height=1, round=1, timestamp_ms=1, proposer=0,
                                                   voters=(0,)))
-    assert chain.state.credit.credits[0] == credit.initial + credit.reward_propose + credit.reward_vote
+    # Rewards are paid in tokens; credit (leader weight) stays full: reliability, not wealth.
+    assert chain.state.credit.credits[0] == credit.full_credit
+    assert chain.state.credit.window[0].led[0] == 1
     assert chain.state.accounts[val].balance_u == t.block_reward_proposer_u + t.block_reward_voter_u
     info = chain.state.validators["0000"]
     assert (info.blocks_proposed, info.qcs_signed, info.rewards_u) == (1, 1, chain.state.accounts[val].balance_u)
     apply_block(chain.state, BlockInput(height=2, round=5, timestamp_ms=2, proposer=0,
                                         failed_authors=(0,), equivocators=(0,)))
     assert chain.state.credit.excluded_until_round[0] == 5 + credit.exclusion_rounds
+    assert chain.state.credit.credits[0] == 0
+    assert chain.state.credit.window[0].failed[0] == 1
     assert chain.state.validators["0000"].failed_rounds == 1
 
 
