@@ -1,6 +1,6 @@
 """Inputs to the consensus core: everything that can happen to a validator.
 
-The runtime (``node.driver``) or the simulator turns the outside world into these
+The runtime (``node.chain.driver``) or the simulator turns the outside world into these
 and calls ``Core.handle(event)``. Messages arrive here only after
 ``consensus.validation`` accepted them at the edge (decoding, signatures,
 committee membership), so the core never sees a forged message.

@@ -18,7 +18,7 @@ from contracts import errors, executor
 from contracts import transactions as txs
 from contracts.genesis import AccountEntry, Genesis, ValidatorEntry, default_market_params
 from contracts.genesis import initial_state as make_initial_state
-from node.api import CommittedBlock, Overloaded, SubmitResult, TxLookup
+from node.api.app import CommittedBlock, Overloaded, SubmitResult, TxLookup
 
 T0_MS = 1_700_000_000_000
 SLOT_MS = 10_000

@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 Everything that happens to the validator becomes a ``consensus.events`` event in
-one bounded queue: validated peer messages (from ``node.transport``), timer
+one bounded queue: validated peer messages (from ``node.net.transport``), timer
 ticks, payload answers, fetched blocks. ``run()`` takes one event at a time,
 calls ``Core.handle`` and executes the returned actions strictly in order:
 
-* ``PersistSafety`` is awaited until the safety data is fsynced (``node.storage``)
+* ``PersistSafety`` is awaited until the safety data is fsynced (``node.chain.storage``)
   before any later action — so no vote or timeout ever leaves the process unless
   the data that forbids a conflicting one is on disk;
 * ``Send``/``Broadcast`` encode the message once and queue it on the peer links;
@@ -88,17 +88,17 @@ from contracts import records
 from contracts.executor import BlockInput, Receipt, apply_block
 from contracts.genesis import Genesis, initial_state
 from contracts.state import State, decode_state, encode_state
-from node.config import NodeConfig
-from node.mempool import Mempool
-from node.metrics import NodeMetrics
-from node.storage import BlockRecord, Storage
-from node.transport import (
+from node.chain.mempool import Mempool
+from node.chain.storage import BlockRecord, Storage
+from node.net.transport import (
     FRAME_CONSENSUS,
     FRAME_SYNC_REQUEST,
     FRAME_SYNC_RESPONSE,
     SyncRequest,
     SyncResponse,
 )
+from node.ops.config import NodeConfig
+from node.ops.metrics import NodeMetrics
 
 log = logging.getLogger("gridchain.driver")
 
@@ -133,7 +133,7 @@ class ExecutionHalt(msgspec.Struct, frozen=True):
 
 
 class Tip(msgspec.Struct, frozen=True):
-    """The certified tip stored with the safety data (see ``node.storage``)."""
+    """The certified tip stored with the safety data (see ``node.chain.storage``)."""
 
     high_qc: QuorumCert
     high_tc: TimeoutCert | None = None
@@ -224,7 +224,7 @@ class Driver:
         self.mempool = mempool
         self.metrics = metrics
         self.verified = verified
-        """Hashes of transactions whose signatures this node checked (``node.backend``)."""
+        """Hashes of transactions whose signatures this node checked (``node.chain.backend``)."""
         self.admitted_at = admitted_at
         """tx hash -> monotonic admission time, for the commit latency histogram."""
         self.me = config.node_id
@@ -784,7 +784,7 @@ class Driver:
         log.info("committed height=%d round=%d txs=%d failed=%d root=%s", height, item.block.round,
                  len(item.receipts), failed, item.state_root.hex()[:16])
         if self.listeners:
-            from node.api import CommittedBlock
+            from node.api.app import CommittedBlock
 
             event = CommittedBlock(block=item.block, block_id=item.block_id, state_root=item.state_root,
                                    receipts_root=item.receipts_root, receipts=tuple(item.receipts),

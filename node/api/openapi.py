@@ -25,7 +25,7 @@ from contracts import records as rec
 from contracts import state as st
 from contracts import traceability as tr
 from contracts import transactions as txs
-from node import api_views as views
+from node.api import views
 
 MAX_U64 = 2**63 - 1
 Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
@@ -89,7 +89,7 @@ class BatchAccepted(msgspec.Struct, frozen=True):
 
 
 class MarketInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Slot timing and prices (``node.api_views.market_info``); the current slot by block time."""
+    """Slot timing and prices (``node.api.views.market_info``); the current slot by block time."""
 
     genesis_time_ms: int
     slot_ms: int

@@ -12,7 +12,7 @@ Admission path (DESIGN §10), for a batch of raw transactions from the API:
 4. ``contracts.executor.check_tx`` against the latest executed state (chain,
    expiry, registration, signer, stale nonce);
    then, for a transaction from a sender with no account yet, the per-sender rate
-   limit (``node.rate_limit``: ``rate_limited``, HTTP 429);
+   limit (``node.api.rate_limit``: ``rate_limited``, HTTP 429);
 5. the mempool takes them (or the whole batch is refused with ``mempool_full``
    when it has no room: back-pressure instead of an unbounded queue);
 6. they are appended to the durable journal in one group commit shared with
@@ -43,14 +43,14 @@ from contracts.errors import NOT_REGISTERED, TxError
 from contracts.executor import check_tx
 from contracts.genesis import Genesis
 from contracts.transactions import RegisterRequest, SignedTx, decode_signed_tx, verify_signature
-from node.api import CommittedBlock, Overloaded, SubmitResult, TxLookup
-from node.config import NodeConfig
-from node.driver import Driver, StoredReceipts, now_ms
-from node.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
-from node.metrics import SUBMISSION_ADMITTED, NodeMetrics
-from node.rate_limit import RATE_LIMITED, RateLimiter
-from node.storage import Storage
-from node.transport import FRAME_TXS
+from node.api.app import CommittedBlock, Overloaded, SubmitResult, TxLookup
+from node.api.rate_limit import RATE_LIMITED, RateLimiter
+from node.chain.driver import Driver, StoredReceipts, now_ms
+from node.chain.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
+from node.chain.storage import Storage
+from node.net.transport import FRAME_TXS
+from node.ops.config import NodeConfig
+from node.ops.metrics import SUBMISSION_ADMITTED, NodeMetrics
 
 log = logging.getLogger("gridchain.backend")
 
@@ -122,7 +122,7 @@ class Backend:
         self._receipt_cache: OrderedDict[int, StoredReceipts] = OrderedDict()
         self.rate_limiter = RateLimiter.from_config(
             config, on_refused=lambda limit: metrics.rate_limited.labels(limit=limit).inc())
-        """Submission limits (``node.rate_limit``); the API app enforces the per-client one."""
+        """Submission limits (``node.api.rate_limit``); the API app enforces the per-client one."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.started_at = time.monotonic()
 

@@ -3,7 +3,7 @@
 Pure read-side functions over the contracts ``State`` and committed blocks:
 each turns typed records into JSON-ready dicts (bytes as hex, integers stay
 integers, units in the field names as in the contracts). Nothing here mutates
-state; ``node.api`` does the HTTP around them.
+state; ``node.api.app`` does the HTTP around them.
 
 Traceability: every lineage record in the state (orders, the slot's clearing
 record, the trade, readings, settlement lines) carries its ``Location`` (block

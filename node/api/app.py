@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The runtime (``node.service``) owns the chain; this module only translates HTTP
+The runtime (``node.ops.service``) owns the chain; this module only translates HTTP
 to calls on the small ``NodeBackend`` protocol below and the contracts'
 read-side queries to JSON. The API never mutates state except through
 ``NodeBackend.submit``, and it checks everything it can (body size, JSON shape,
@@ -46,8 +46,8 @@ from consensus.types import Block, QuorumCert
 from contracts import errors as tx_errors
 from contracts import market
 from contracts import transactions as txs
-from node import api_views as views
-from node.rate_limit import CLIENT, RATE_LIMITED, ClientRequest, RateLimiter, retry_after_header
+from node.api import views
+from node.api.rate_limit import CLIENT, RATE_LIMITED, ClientRequest, RateLimiter, retry_after_header
 
 log = logging.getLogger("gridchain.api")
 
@@ -120,7 +120,7 @@ class CommittedBlock(msgspec.Struct, frozen=True):
 
 
 class NodeBackend(Protocol):
-    """What the API needs from the runtime (node/backend.py; tests/unit/api_memory_backend.py)."""
+    """What the API needs from the runtime (node/chain/backend.py; tests/unit/api_memory_backend.py)."""
 
     chain_id: str
     node_name: str
@@ -248,7 +248,7 @@ async def _error_middleware(
 
 
 def _rate_limit_middleware(limiter: RateLimiter) -> Any:
-    """Per-client-address limit on ``POST /v1/transactions`` (``node.rate_limit``); the
+    """Per-client-address limit on ``POST /v1/transactions`` (``node.api.rate_limit``); the
     backend charges unregistered senders through the request's ``CLIENT`` context. Any
     refusal during the request adds ``Retry-After`` to the answer."""
     submit_path = f"/{API_VERSION}/transactions"
@@ -691,7 +691,7 @@ class _Api:
     # documents and the web page
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from node.openapi import openapi_document
+        from node.api.openapi import openapi_document
 
         return _json(openapi_document())
 
@@ -709,7 +709,7 @@ _WEB_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "index.html
 
 
 def _web_file(name: str) -> bytes:
-    return importlib.resources.files("node").joinpath("web", name).read_bytes()
+    return importlib.resources.files("node.api").joinpath("web", name).read_bytes()
 
 
 def create_api_app(
