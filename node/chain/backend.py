@@ -45,7 +45,9 @@ from contracts.genesis import Genesis
 from contracts.transactions import RegisterRequest, SignedTx, decode_signed_tx, verify_signature
 from node.api.app import CommittedBlock, Overloaded, SubmitResult, TxLookup
 from node.api.rate_limit import RATE_LIMITED, RateLimiter
-from node.chain.driver import Driver, StoredReceipts, now_ms
+from node.chain.clock import now_ms
+from node.chain.driver import Driver
+from node.chain.execution import StoredReceipts
 from node.chain.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
 from node.chain.storage import Storage
 from node.net.transport import FRAME_TXS

@@ -16,7 +16,7 @@ from consensus import events as ev
 from consensus.core import genesis_qc
 from consensus.types import Block, BlockHeader, payload_root
 from node.api.app import create_api_app
-from node.chain import driver as driver_mod
+from node.chain import execution as execution_mod
 from node.chain.backend import Backend, BoundedSet
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
@@ -86,7 +86,7 @@ def _blocks(driver: Driver, heights: range) -> list[Block]:
 def _fail_at(monkeypatch: pytest.MonkeyPatch, height: int) -> list[int]:
     """Make apply_block raise OverflowError at ``height``; returns the heights it was called for."""
     calls: list[int] = []
-    real = driver_mod.apply_block
+    real = execution_mod.apply_block
 
     def failing(state: Any, block: Any, **kw: Any) -> Any:
         calls.append(block.height)
@@ -94,7 +94,7 @@ def _fail_at(monkeypatch: pytest.MonkeyPatch, height: int) -> list[int]:
             raise OverflowError("int too big to convert")
         return real(state, block, **kw)
 
-    monkeypatch.setattr(driver_mod, "apply_block", failing)
+    monkeypatch.setattr(execution_mod, "apply_block", failing)
     return calls
 
 
