@@ -43,7 +43,7 @@ from contracts.errors import NOT_REGISTERED, TxError
 from contracts.executor import check_tx
 from contracts.genesis import Genesis
 from contracts.transactions import RegisterRequest, SignedTx, decode_signed_tx, verify_signature
-from node.api.app import CommittedBlock, Overloaded, SubmitResult, TxLookup
+from node.api.protocol import CommittedBlock, Overloaded, SubmitResult, TxLookup
 from node.api.rate_limit import RATE_LIMITED, RateLimiter
 from node.chain.clock import now_ms
 from node.chain.driver import Driver

@@ -46,6 +46,7 @@ from contracts import records
 from contracts.executor import BlockInput, Receipt, apply_block
 from contracts.genesis import Genesis, initial_state
 from contracts.state import State, decode_state, encode_state
+from node.api.protocol import CommittedBlock
 from node.chain.clock import now_ms
 from node.chain.mempool import Mempool
 from node.chain.storage import BlockRecord, Storage
@@ -333,8 +334,6 @@ class ExecutionPipeline:
         log.info("committed height=%d round=%d txs=%d failed=%d root=%s", height, item.block.round,
                  len(item.receipts), failed, item.state_root.hex()[:16])
         if self.listeners:
-            from node.api.app import CommittedBlock
-
             event = CommittedBlock(block=item.block, block_id=item.block_id, state_root=item.state_root,
                                    receipts_root=item.receipts_root, receipts=tuple(item.receipts),
                                    leaves=item.leaves)
