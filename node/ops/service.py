@@ -32,7 +32,8 @@ from consensus.types import Message
 from consensus.validation import check_message
 from contracts.genesis import Genesis
 from node.api.app import API_VERSION, ApiError, create_api_app
-from node.chain.backend import Backend, BoundedSet
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage

@@ -23,7 +23,8 @@ from consensus.types import (
     payload_root,
 )
 from contracts.transactions import Transfer, Tx, sign_tx
-from node.chain.backend import Backend, BoundedSet
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage

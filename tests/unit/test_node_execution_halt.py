@@ -17,7 +17,8 @@ from consensus.core import genesis_qc
 from consensus.types import Block, BlockHeader, payload_root
 from node.api.app import create_api_app
 from node.chain import execution as execution_mod
-from node.chain.backend import Backend, BoundedSet
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage

@@ -17,7 +17,8 @@ from consensus import codec, crypto
 from contracts.transactions import RegisterRequest, Transfer, Tx, sign_tx
 from node.api.app import create_api_app
 from node.api.rate_limit import RateLimiter, TokenBuckets, retry_after_header
-from node.chain.backend import Backend, BoundedSet
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage
