@@ -44,10 +44,3 @@ class BlocksFetched(Event, frozen=True):
     """Blocks that answered a ``FetchBlocks`` (newest first, each the parent of the one before)."""
 
     blocks: tuple[Block, ...]
-
-
-class SafetyPersisted(Event, frozen=True):
-    """Optional acknowledgement that a ``PersistSafety`` completed (the driver awaits
-    persistence before carrying out the next action, so most cores ignore this)."""
-
-    last_voted_round: Round

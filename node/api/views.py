@@ -50,12 +50,6 @@ def _j(record: Any) -> Any:
 # --- market info ------------------------------------------------------------------------
 
 
-def current_slot(genesis: Any, timestamp_ms: int) -> int:
-    """Slot whose delivery interval contains ``timestamp_ms`` (0 before genesis)."""
-    t0 = genesis.genesis_time_ms
-    return max(0, (timestamp_ms - t0) // genesis.market.slot_ms)
-
-
 def market_info(genesis: Any, state: st.State) -> dict[str, Any]:
     """What a client needs to pick slots: T0, slot length, gate lead, current slot by block time."""
     m = genesis.market
@@ -69,7 +63,7 @@ def market_info(genesis: Any, state: st.State) -> dict[str, Any]:
         "p_min": m.p_min, "p_max": m.p_max, "grid_fee": m.grid_fee,
         "p_short": m.p_short, "p_long": m.p_long,
         "block_timestamp_ms": ts,
-        "current_slot": current_slot(genesis, ts),
+        "current_slot": max(0, market.current_slot(genesis, ts)),  # 0 before genesis
         "grid_operator": genesis.grid_operator,
     }
 

@@ -44,7 +44,8 @@ from consensus.leader import CreditSnapshot
 from consensus.types import Block, QuorumCert, block_id
 from contracts import records
 from contracts.executor import BlockInput, Receipt, apply_block
-from contracts.genesis import Genesis, initial_state
+from contracts.genesis import Genesis
+from contracts.initial import initial_state
 from contracts.state import State, decode_state, encode_state
 from node.api.protocol import CommittedBlock
 from node.chain.clock import now_ms

@@ -10,7 +10,7 @@ import pytest
 
 from consensus import crypto
 from contracts.errors import GenesisError
-from contracts.genesis import initial_state
+from contracts.initial import initial_state
 from node.cli import main
 from node.ops import config as cfg
 from node.ops import genesis as gen
