@@ -58,7 +58,6 @@ from consensus.events import (
     Event,
     MessageReceived,
     PayloadReady,
-    SafetyPersisted,
     Tick,
 )
 from consensus.leader import CreditSnapshot, LeaderHistory
@@ -325,8 +324,6 @@ class Core:
                 self._on_payload(event)
             elif isinstance(event, BlocksFetched):
                 self._on_blocks_fetched(event.blocks, sender=None)
-            elif isinstance(event, SafetyPersisted):
-                pass  # the driver awaits persistence before later actions; nothing to do
         finally:
             out, self._out = self._out, []
         # Exactly one place asks for time: the last ScheduleTick of a list is always the

@@ -7,7 +7,7 @@ signature on another chain. Kinds are the constants below.
 Verification uses libsodium through PyNaCl: measured on the 2-core reference
 machine at ~21.8k verifications/s per core against ~10.5k/s for ``cryptography``
 (and ~54k vs ~34k signatures/s), so PyNaCl is the hot path. Key *generation*
-needs randomness and therefore lives in ``node.keys``; this module only turns a
+needs randomness and therefore lives in ``node.ops.keys``; this module only turns a
 32-byte seed into a signer.
 """
 

@@ -1,6 +1,6 @@
 """Inputs to the consensus core: everything that can happen to a validator.
 
-The runtime (``node.driver``) or the simulator turns the outside world into these
+The runtime (``node.chain.driver``) or the simulator turns the outside world into these
 and calls ``Core.handle(event)``. Messages arrive here only after
 ``consensus.validation`` accepted them at the edge (decoding, signatures,
 committee membership), so the core never sees a forged message.
@@ -44,10 +44,3 @@ class BlocksFetched(Event, frozen=True):
     """Blocks that answered a ``FetchBlocks`` (newest first, each the parent of the one before)."""
 
     blocks: tuple[Block, ...]
-
-
-class SafetyPersisted(Event, frozen=True):
-    """Optional acknowledgement that a ``PersistSafety`` completed (the driver awaits
-    persistence before carrying out the next action, so most cores ignore this)."""
-
-    last_voted_round: Round

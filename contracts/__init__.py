@@ -6,7 +6,8 @@ Map (one role per module):
 
 * ``transactions`` — ``Tx`` and its kinds, signed wire form, signatures, JSON form;
 * ``errors`` — ``TxError`` and the stable error codes of failed receipts;
-* ``genesis`` — ``Genesis`` with every parameter, validation, ``initial_state``;
+* ``genesis`` — ``Genesis`` with every parameter, validation;
+* ``initial`` — ``initial_state``: the state before block 1;
 * ``state`` — typed tables, per-transaction snapshots, the incremental state root,
   ``encode_state`` / ``decode_state``;
 * ``executor`` — ``apply_block`` (system steps, then transactions), ``check_tx``;

@@ -3,7 +3,7 @@
 ``Genesis`` is what ``gridchain genesis`` writes and every node loads; its
 canonical digest identifies the chain configuration. ``validate_genesis`` rejects
 a document that could not run (``GenesisError`` with a clear message), e.g.
-MARKET.md's ``0 <= p_long <= p_min <= p_max <= p_short``. ``initial_state``
+MARKET.md's ``0 <= p_long <= p_min <= p_max <= p_short``. ``contracts.initial``
 builds the ``State`` every node starts executing from.
 
 Bounds by construction (docs/BOUNDS.md): every quantity a participant sets has an
@@ -18,17 +18,12 @@ Units: time in ms (block time), energy in Wh, money in µ, prices in µ/Wh.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 
 from consensus import crypto
 from consensus.config import ConsensusParams
 from contracts.errors import GenesisError
 from contracts.transactions import ROLES, Address, Name, PublicKey, Zone
-
-if TYPE_CHECKING:
-    from contracts.state import State
 
 SAFE_INT = 2**62
 """Every bound, and every product or sum of bounds the contracts compute, stays at or below this."""
@@ -219,34 +214,3 @@ def bound_products(genesis: Genesis) -> dict[str, int]:
         "max_dispatch_wh": limits.max_dispatch_wh,
         "max_penalty_u": limits.max_penalty_u,
     }
-
-
-def initial_state(genesis: Genesis) -> State:
-    """The state before block 1: genesis accounts (plus an account per validator
-    address that has none, role ``validator``, so rewards have somewhere to go),
-    validator records, initial credit; its root is the digest of its encoding."""
-    validate_genesis(genesis)
-    from consensus import codec
-    from consensus.credit import initial_credit
-    from contracts import state as st
-
-    state = st.State(genesis, initial_credit(len(genesis.validators), genesis.consensus.credit))
-    supply = 0
-    for a in genesis.accounts:
-        state.accounts[a.address] = st.Account(
-            address=a.address, name=a.name, role=a.role, zone=a.zone, status="active",
-            public_key=a.public_key, meter_key=a.meter_key, balance_u=a.balance_u,
-        )
-        supply += a.balance_u
-    for i, v in enumerate(genesis.validators):
-        state.validators[f"{i:04d}"] = st.ValidatorInfo(
-            index=i, name=v.name, role=v.role, public_key=v.public_key, address=v.address,
-        )
-        if v.address not in state.accounts:
-            state.accounts[v.address] = st.Account(
-                address=v.address, name=v.name, role="validator", zone="validators",
-                status="active", public_key=v.public_key, meter_key=None,
-            )
-    state.meta_table["meta"] = st.Meta(supply_u=supply, timestamp_ms=genesis.genesis_time_ms)
-    state.root = codec.digest(st.encode_state(state))
-    return state

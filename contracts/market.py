@@ -52,6 +52,7 @@ def settle_time_ms(genesis: Genesis, slot: int) -> int:
 
 
 def current_slot(genesis: Genesis, timestamp_ms: int) -> int:
+    """Slot whose delivery interval contains ``timestamp_ms`` (negative before genesis)."""
     return (timestamp_ms - genesis.genesis_time_ms) // genesis.market.slot_ms
 
 

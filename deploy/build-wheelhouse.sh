@@ -35,7 +35,7 @@ mkdir -p "$WHEELS"
 RUNTIME_REQS="$ROOT/requirements/runtime.txt"
 deps_stamp="$( { cat "$RUNTIME_REQS"; echo "cp$PY_TARGET"; } | sha256sum | cut -c1-16)"
 src_stamp="$(cd "$ROOT" && find pyproject.toml consensus contracts node -type f \
-    \( -name '*.py' -o -name '*.toml' -o -path 'node/web/*' \) ! -path '*/__pycache__/*' -print0 \
+    \( -name '*.py' -o -name '*.toml' -o -path 'node/api/web/*' \) ! -path '*/__pycache__/*' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
 
 if [[ "$(cat "$WHEELS/.src-stamp" 2>/dev/null)" != "$src_stamp" ]] || ! compgen -G "$WHEELS/gridchain-*.whl" >/dev/null; then

@@ -36,7 +36,7 @@ import msgspec
 
 from consensus import crypto
 from contracts import transactions as txs
-from node import keys
+from node.ops import keys
 
 DEFAULT_TTL_MS = 300_000
 """Default validity of a transaction: its block must be within 5 minutes of signing."""
@@ -235,7 +235,7 @@ class AsyncClient:
                     expires_at_ms: int | None = None) -> bytes:
         """Sign ``body`` as a tx of ``sender`` (default: the signer's address) and return raw bytes.
 
-        ``signer`` is a ``crypto.Signer`` or the path of a key file (``node.keys``). The node
+        ``signer`` is a ``crypto.Signer`` or the path of a key file (``node.ops.keys``). The node
         is asked only for what is not given: ``chain_id`` and ``nonce``; ``expires_at_ms``
         defaults to now + ``ttl_ms``."""
         if not isinstance(signer, crypto.Signer):

@@ -60,7 +60,7 @@ def _presign(network_dir: Path, accounts: list[dict[str, Any]], total: int, node
              chain_id: str) -> list[list[tuple[bytes, bytes]]]:
     """Per node: (hash, raw) in submission order."""
     from contracts.transactions import Transfer, Tx, sign_tx
-    from node.keys import load_key_file
+    from node.ops.keys import load_key_file
 
     keys = [load_key_file(a["key_file"]) for a in accounts]
     expires_at_ms = int(time.time() * 1000) + 3_600_000
@@ -157,7 +157,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _bench(args: argparse.Namespace, network_dir: Path) -> dict[str, Any]:
-    from node.localnet import LocalNet
+    from node.devnet.localnet import LocalNet
 
     network = json.loads((network_dir / "network.json").read_text())
     accounts = [a for a in json.loads((network_dir / "accounts.json").read_text()) if a["name"].startswith("bench-")]
@@ -216,7 +216,7 @@ async def _bench(args: argparse.Namespace, network_dir: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from node import genesis as gen
+    from node.ops import genesis as gen
 
     temp = None
     if args.home is None:

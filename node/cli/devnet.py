@@ -53,8 +53,8 @@ def _print_network(console: Console, network: dict[str, Any], accounts: list[dic
 
 def run(args: argparse.Namespace) -> int:
     from contracts.errors import GenesisError
-    from node import genesis as gen
-    from node.localnet import LocalNet, Supervisor
+    from node.devnet.localnet import LocalNet, Supervisor
+    from node.ops import genesis as gen
 
     console = Console()
     home: Path = args.home
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                                                 highlight=False))
         supervisor.start()
         if args.demo and not stop.is_set():
-            from node.demo import run_demo
+            from node.devnet.demo import run_demo
 
             run_demo(home, console=console)
         console.print("[bold green]devnet running[/] — a node that exits is restarted; "

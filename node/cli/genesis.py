@@ -1,4 +1,4 @@
-"""``gridchain genesis``: generate a network (genesis, node homes, demo accounts); see ``node.genesis``."""
+"""``gridchain genesis``: generate a network (genesis, node homes, demo accounts); see ``node.ops.genesis``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from contracts.errors import GenesisError
-from node import genesis as gen
-from node.keys import KeyFileError
+from node.ops import genesis as gen
+from node.ops.keys import KeyFileError
 
 
 def add_network_arguments(parser: argparse.ArgumentParser) -> None:

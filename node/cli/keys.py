@@ -1,4 +1,4 @@
-"""``gridchain keys``: create and inspect Ed25519 key files (format in ``node.keys``)."""
+"""``gridchain keys``: create and inspect Ed25519 key files (format in ``node.ops.keys``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from node import keys
+from node.ops import keys
 
 
 def register(subparsers: Any) -> None:

@@ -37,8 +37,8 @@ from contracts.genesis import (
     Genesis,
     ValidatorEntry,
     default_market_params,
-    initial_state,
 )
+from contracts.initial import initial_state
 from contracts.transactions import PlaceOrder, Tx, decode_signed_tx, sign_tx
 
 NonNeg = Annotated[int, Meta(ge=0)]

@@ -1,4 +1,4 @@
-"""``gridchain node --home DIR``: run one validator (see ``node.service``)."""
+"""``gridchain node --home DIR``: run one validator (see ``node.ops.service``)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def event_loop_factory() -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from contracts.errors import GenesisError
-    from node.config import ConfigError
-    from node.keys import KeyFileError
-    from node.service import run_node
-    from node.storage import StorageError
+    from node.chain.storage import StorageError
+    from node.ops.config import ConfigError
+    from node.ops.keys import KeyFileError
+    from node.ops.service import run_node
 
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from contracts import traceability as tr
-from node.api_views import decode_leaf
+from node.api.views import decode_leaf
 from node.cli import apiutil as common
 
 

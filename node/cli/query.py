@@ -15,9 +15,9 @@ import argparse
 from typing import Any
 
 from consensus import crypto
-from node import keys
 from node.cli import apiutil as common
 from node.client import ApiClientError, Client
+from node.ops import keys
 
 
 def _height(value: str) -> str:

@@ -31,9 +31,9 @@ import orjson
 
 from consensus import crypto
 from contracts import transactions as txs
-from node import keys
 from node.cli import apiutil as common
 from node.client import ApiClientError, Client, TxFailed, notarize_body
+from node.ops import keys
 
 BodyBuilder = Callable[[argparse.Namespace, Client], Any]
 

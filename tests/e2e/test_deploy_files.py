@@ -23,7 +23,7 @@ ALERTS = h.DEPLOY / "prometheus" / "alerts.yml"
 INIT = h.DEPLOY / "compose-init.sh"
 NODES = "generator:generator,grid:grid,retailer:retailer,user:user"
 
-# The metric names the node exposes (node/metrics.py); the dashboard shows each one.
+# The metric names the node exposes (node/ops/metrics.py); the dashboard shows each one.
 NODE_METRICS = (
     "gridchain_height", "gridchain_round", "gridchain_last_voted_round",
     "gridchain_commit_latency_seconds", "gridchain_block_interval_seconds",

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from contracts.transactions import Transfer, Tx, sign_tx
-from node import genesis as gen
-from node.keys import load_key_file
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
+from node.ops import genesis as gen
+from node.ops.keys import load_key_file
 
 
 def free_base_port(span: int = 300) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
 from tests.integration.cluster_util import (
     Sender,
     all_committed,

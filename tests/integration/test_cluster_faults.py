@@ -18,10 +18,10 @@ import pytest
 
 from consensus import codec
 from consensus.types import Vote, VoteData, VoteMsg
-from node.config import KEY_FILE, load_config
-from node.keys import load_key_file, new_signer
-from node.localnet import LocalNet
-from node.transport import FRAME_CONSENSUS, Auth, Challenge, PeerProof
+from node.devnet.localnet import LocalNet
+from node.net.transport import FRAME_CONSENSUS, Auth, Challenge, PeerProof
+from node.ops.config import KEY_FILE, load_config
+from node.ops.keys import load_key_file, new_signer
 from tests.integration.cluster_util import (
     Sender,
     all_committed,
@@ -108,7 +108,7 @@ async def _impersonate(net: LocalNet, *, as_node: int, target: int, key_path: Pa
 def _genesis_sync(net: LocalNet) -> object:
     from consensus.core import genesis_qc, make_genesis_block
     from consensus.types import SyncInfo
-    from node.genesis import load_genesis
+    from node.ops.genesis import load_genesis
 
     genesis = load_genesis(net.dir / "genesis.json")
     qc = genesis_qc(make_genesis_block(genesis.chain_id, 0, genesis.genesis_time_ms))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from node import genesis as gen
 from node.cli.bench import _offer, _presign
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
+from node.ops import genesis as gen
 from tests.integration.cluster_util import assert_same_chain, free_base_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster_load"), pytest.mark.timeout(300)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from node.localnet import http_get_json
+from node.devnet.localnet import http_get_json
 from tests.integration.cluster_util import free_base_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_supervisor"), pytest.mark.timeout(300)]

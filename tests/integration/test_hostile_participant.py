@@ -1,6 +1,6 @@
 """A hostile participant on a live 4-process devnet cannot stop the chain (issue 10, item 8).
 
-Setup: 4 validator processes on 127.0.0.1 (``node.localnet``), demo accounts, 8 s
+Setup: 4 validator processes on 127.0.0.1 (``node.devnet.localnet``), demo accounts, 8 s
 market slots, default node config (API rate limits on). The hostile side signs its
 own transactions and posts them over REST like any client.
 
@@ -33,9 +33,9 @@ import pytest
 
 from consensus import codec, crypto
 from contracts import transactions as txs
-from node import genesis as gen
-from node.keys import load_key_file
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
+from node.ops import genesis as gen
+from node.ops.keys import load_key_file
 from tests.integration.cluster_util import free_base_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_hostile"), pytest.mark.timeout(420)]

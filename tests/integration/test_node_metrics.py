@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from node import genesis as gen
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
+from node.ops import genesis as gen
 from tests.integration.cluster_util import Sender, free_base_port, http_json
 
 pytestmark = [pytest.mark.xdist_group("node_metrics"), pytest.mark.timeout(120)]

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from contracts.transactions import PlaceOrder, Tx, sign_tx
-from node import genesis as gen
-from node.keys import load_key_file
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
+from node.ops import genesis as gen
+from node.ops.keys import load_key_file
 from tests.integration.cluster_util import free_base_port, http_json, submit, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("openapi_schemathesis"), pytest.mark.timeout(600)]

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from node import genesis as gen
-from node import keys
-from node.localnet import LocalNet
+from node.devnet.localnet import LocalNet
+from node.ops import genesis as gen
+from node.ops import keys
 from tests.integration.cluster_util import free_base_port
 from tests.unit import tx_vectors
 

@@ -223,7 +223,7 @@ def test_bad_input_on_a_live_devnet_is_4xx_and_changes_nothing(devnet: dict[str,
     applies nothing (idempotent resubmission, DESIGN "no accepted data lost")."""
     from consensus import codec, crypto
     from contracts import transactions as txs
-    from node import keys
+    from node.ops import keys
 
     url, acc = devnet["urls"][0], devnet["accounts"]
     chain_id = http_get(f"{url}/v1/status")["chain_id"]

@@ -16,7 +16,7 @@ import msgspec
 from aiohttp import web
 
 from contracts import transactions as txs
-from node.api import EventHub, create_api_app
+from node.api.app import EventHub, create_api_app
 from tests.unit.api_memory_backend import MemoryBackend, addr, signed
 
 BATCH = 1_000

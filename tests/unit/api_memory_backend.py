@@ -17,8 +17,8 @@ from consensus.types import Block, BlockHeader, QuorumCert, VoteData, payload_ro
 from contracts import errors, executor
 from contracts import transactions as txs
 from contracts.genesis import AccountEntry, Genesis, ValidatorEntry, default_market_params
-from contracts.genesis import initial_state as make_initial_state
-from node.api import CommittedBlock, Overloaded, SubmitResult, TxLookup
+from contracts.initial import initial_state as make_initial_state
+from node.api.app import CommittedBlock, Overloaded, SubmitResult, TxLookup
 
 T0_MS = 1_700_000_000_000
 SLOT_MS = 10_000

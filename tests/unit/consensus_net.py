@@ -121,7 +121,7 @@ class Net:
             elif isinstance(action, (Send, Broadcast)):
                 self._send(node, action)
             elif isinstance(action, ScheduleTick):
-                # One timer per node, re-armed by every ScheduleTick (like node.driver).
+                # One timer per node, re-armed by every ScheduleTick (like node.chain.driver).
                 at = max(self.now_ms, action.at_ms)
                 self._timer[node] = at
                 self._push(at, node, Tick(now_ms=at))

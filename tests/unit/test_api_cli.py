@@ -16,10 +16,10 @@ import pytest
 from aiohttp import web
 
 from contracts import transactions as txs
-from node import keys
-from node.api import create_api_app
+from node.api.app import create_api_app
 from node.cli import main
 from node.client import ApiClientError, Client
+from node.ops import keys
 from tests.unit.api_memory_backend import (
     SIGNERS,
     MemoryBackend,

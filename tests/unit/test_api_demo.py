@@ -1,4 +1,4 @@
-"""``node.demo.run_demo`` runs a whole (short) trading day through the client
+"""``node.devnet.demo.run_demo`` runs a whole (short) trading day through the client
 library against an API server over the real contracts, and the day settles."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 from rich.console import Console
 
-from node import keys
-from node.demo import run_demo
+from node.devnet.demo import run_demo
+from node.ops import keys
 from tests.unit.api_memory_backend import SIGNERS, MemoryBackend, addr, make_genesis
 from tests.unit.test_api_cli import ServerThread
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from contracts import executor
 from contracts import transactions as txs
-from node.api import STATUS_BY_CODE
+from node.api.app import STATUS_BY_CODE
 from tests.unit.api_memory_backend import MemoryBackend, addr, make_genesis, signed
 from tests.unit.test_api_cli import ServerThread
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from contracts import transactions as txs
-from node.api import create_api_app
-from node.openapi import openapi_document
+from node.api.app import create_api_app
+from node.api.openapi import openapi_document
 from tests.unit.api_memory_backend import MemoryBackend, addr, signed
 
 

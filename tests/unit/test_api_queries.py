@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from consensus import codec
 from contracts import traceability as tr
 from contracts import transactions as txs
-from node.api import EVENT_HUB_KEY, EventHub, create_api_app
+from node.api.app import EVENT_HUB_KEY, EventHub, create_api_app
 from node.cli.proof import proof_from_json, verify_trace
 from tests.unit.api_memory_backend import SLOT_MS, T0_MS, MemoryBackend, addr, signed
 
@@ -280,7 +280,7 @@ async def test_a_slot_without_orders_reads_its_status_from_block_time(env: Any) 
 
 
 def test_openapi_document_lists_every_route() -> None:
-    from node.openapi import openapi_document
+    from node.api.openapi import openapi_document
 
     app = create_api_app(MemoryBackend())
     routes = {r.canonical for r in app.router.resources()}

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from contracts import transactions as txs
-from node.api import create_api_app
+from node.api.app import create_api_app
 from tests.unit.api_memory_backend import SLOT_MS, T0_MS, MemoryBackend, addr, signed
 
 SLOTS = (2, 3)

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from consensus import codec
 from contracts import transactions as txs
-from node.api import create_api_app
+from node.api.app import create_api_app
 from tests.unit.api_memory_backend import SIGNERS, SLOT_MS, T0_MS, MemoryBackend, addr, signed
 
 MAX_BODY = 64 * 1024

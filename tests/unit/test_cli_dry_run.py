@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from node import keys
 from node.cli import main
+from node.ops import keys
 from tests.unit import tx_vectors
 from tests.unit.test_api_cli import node  # noqa: F401  (fixture)
 

@@ -1,11 +1,11 @@
-"""node.localnet.Supervisor: backoff schedule, exit report, restart, resume report (fake net)."""
+"""node.devnet.localnet.Supervisor: backoff schedule, exit report, restart, resume report (fake net)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from node.localnet import Supervisor, describe_exit
+from node.devnet.localnet import Supervisor, describe_exit
 
 
 class FakeProc:

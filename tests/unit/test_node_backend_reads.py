@@ -3,7 +3,7 @@
 import asyncio
 from types import SimpleNamespace
 
-from node.backend import Backend
+from node.chain.backend import Backend
 
 
 def backend_over(state: object) -> tuple[Backend, asyncio.Event]:

@@ -1,4 +1,4 @@
-"""node.driver and node.backend in-process: persist-before-send, execution pipeline, admission codes."""
+"""node.chain.driver and node.chain.backend in-process: persist-before-send, execution pipeline, admission codes."""
 
 from __future__ import annotations
 
@@ -23,14 +23,15 @@ from consensus.types import (
     payload_root,
 )
 from contracts.transactions import Transfer, Tx, sign_tx
-from node import genesis as gen
-from node.backend import Backend, BoundedSet
-from node.config import load_config
-from node.driver import Driver
-from node.keys import load_key_file
-from node.mempool import Mempool
-from node.metrics import NodeMetrics
-from node.storage import Storage
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
+from node.chain.driver import Driver
+from node.chain.mempool import Mempool
+from node.chain.storage import Storage
+from node.ops import genesis as gen
+from node.ops.config import load_config
+from node.ops.keys import load_key_file
+from node.ops.metrics import NodeMetrics
 
 
 class FakeTransport:
@@ -186,7 +187,7 @@ async def test_restart_loads_the_latest_snapshot_and_replays_the_blocks_after_it
 async def test_catch_up_refuses_blocks_whose_payload_does_not_match_tx_root(node: Any) -> None:
     """A sync response whose block carries a payload other than the one its header
     commits to (``tx_root``) is refused before anything is executed."""
-    from node.transport import SyncResponse
+    from node.net.transport import SyncResponse
 
     driver, _backend, storage, _ = node
     assert driver.exec is not None

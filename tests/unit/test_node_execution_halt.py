@@ -1,4 +1,4 @@
-"""node.driver: execution fails loudly (halt, 503 execution_halted, gauge, ERROR log, no
+"""node.chain.driver: execution fails loudly (halt, 503 execution_halted, gauge, ERROR log, no
 silent re-run) and consensus is held while execution lags too far (bounded commit queue)."""
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from consensus import events as ev
 from consensus.core import genesis_qc
 from consensus.types import Block, BlockHeader, payload_root
-from node import driver as driver_mod
-from node import genesis as gen
-from node.api import create_api_app
-from node.backend import Backend, BoundedSet
-from node.config import load_config
-from node.driver import Driver
-from node.keys import load_key_file
-from node.mempool import Mempool
-from node.metrics import NodeMetrics
-from node.storage import Storage
+from node.api.app import create_api_app
+from node.chain import execution as execution_mod
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
+from node.chain.driver import Driver
+from node.chain.mempool import Mempool
+from node.chain.storage import Storage
+from node.ops import genesis as gen
+from node.ops.config import load_config
+from node.ops.keys import load_key_file
+from node.ops.metrics import NodeMetrics
 
 
 class Transport:
@@ -86,7 +87,7 @@ def _blocks(driver: Driver, heights: range) -> list[Block]:
 def _fail_at(monkeypatch: pytest.MonkeyPatch, height: int) -> list[int]:
     """Make apply_block raise OverflowError at ``height``; returns the heights it was called for."""
     calls: list[int] = []
-    real = driver_mod.apply_block
+    real = execution_mod.apply_block
 
     def failing(state: Any, block: Any, **kw: Any) -> Any:
         calls.append(block.height)
@@ -94,7 +95,7 @@ def _fail_at(monkeypatch: pytest.MonkeyPatch, height: int) -> list[int]:
             raise OverflowError("int too big to convert")
         return real(state, block, **kw)
 
-    monkeypatch.setattr(driver_mod, "apply_block", failing)
+    monkeypatch.setattr(execution_mod, "apply_block", failing)
     return calls
 
 
@@ -182,7 +183,7 @@ async def test_consensus_is_held_while_execution_lags_too_far(node: Any) -> None
 
 
 def test_the_lag_bound_is_a_node_setting_with_a_default() -> None:
-    from node.config import NodeConfig
+    from node.ops.config import NodeConfig
 
     assert NodeConfig(name="n", role="grid", node_id=0).max_execution_lag_blocks == 256
 

@@ -1,4 +1,4 @@
-"""Key files, node config and network generation (node.keys, node.config, node.genesis)."""
+"""Key files, node config and network generation (node.ops.keys, node.ops.config, node.ops.genesis)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 
 from consensus import crypto
 from contracts.errors import GenesisError
-from contracts.genesis import initial_state
-from node import config as cfg
-from node import genesis as gen
-from node import keys
+from contracts.initial import initial_state
 from node.cli import main
+from node.ops import config as cfg
+from node.ops import genesis as gen
+from node.ops import keys
 
 
 def test_key_file_roundtrip_is_private_and_refuses_overwrite(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""node.mempool: bounds, dedup, nonce order, in-flight tracking, commit pruning."""
+"""node.chain.mempool: bounds, dedup, nonce order, in-flight tracking, commit pruning."""
 
 from __future__ import annotations
 
 from consensus import codec
-from node.mempool import ACCOUNT_FULL, DUPLICATE, MEMPOOL_FULL, NONCE_IN_USE, Mempool, PoolTx
+from node.chain.mempool import ACCOUNT_FULL, DUPLICATE, MEMPOOL_FULL, NONCE_IN_USE, Mempool, PoolTx
 
 
 def _tx(sender: str, nonce: int, expires_at_ms: int = 10**12) -> PoolTx:

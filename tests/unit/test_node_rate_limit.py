@@ -1,4 +1,4 @@
-"""node.rate_limit and its use by the API and the backend: token buckets per client
+"""node.api.rate_limit and its use by the API and the backend: token buckets per client
 address and per unregistered sender, 429 rate_limited with Retry-After, bounded memory."""
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from consensus import codec, crypto
 from contracts.transactions import RegisterRequest, Transfer, Tx, sign_tx
-from node import genesis as gen
-from node.api import create_api_app
-from node.backend import Backend, BoundedSet
-from node.config import NodeConfig, load_config
-from node.driver import Driver
-from node.keys import load_key_file
-from node.mempool import Mempool
-from node.metrics import NodeMetrics
-from node.rate_limit import RateLimiter, TokenBuckets, retry_after_header
-from node.storage import Storage
+from node.api.app import create_api_app
+from node.api.rate_limit import RateLimiter, TokenBuckets, retry_after_header
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
+from node.chain.driver import Driver
+from node.chain.mempool import Mempool
+from node.chain.storage import Storage
+from node.ops import genesis as gen
+from node.ops.config import NodeConfig, load_config
+from node.ops.keys import load_key_file
+from node.ops.metrics import NodeMetrics
 from tests.unit.api_memory_backend import MemoryBackend, addr, signed
 
 

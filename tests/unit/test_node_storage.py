@@ -1,4 +1,4 @@
-"""node.storage: durable safety data, journal, committed blocks, snapshots."""
+"""node.chain.storage: durable safety data, journal, committed blocks, snapshots."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from consensus import codec
 from consensus.types import Block, BlockHeader, QuorumCert, SafetyData, VoteData
-from node.storage import BlockRecord, Storage
+from node.chain.storage import BlockRecord, Storage
 
 
 def _block(height: int, payload: tuple[bytes, ...] = ()) -> Block:

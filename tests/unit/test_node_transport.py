@@ -1,4 +1,4 @@
-"""node.transport on 127.0.0.1: authenticated handshake, refusal of strangers, bad frames dropped."""
+"""node.net.transport on 127.0.0.1: authenticated handshake, refusal of strangers, bad frames dropped."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import aiohttp
 from aiohttp import web
 
 from consensus import codec
-from node import keys
-from node.config import NodeConfig, PeerConfig
-from node.transport import FRAME_TXS, Challenge, Transport
+from node.net.transport import FRAME_TXS, Challenge, Transport
+from node.ops import keys
+from node.ops.config import NodeConfig, PeerConfig
 
 CHAIN = "test-chain"
 

@@ -15,8 +15,8 @@ from contracts.genesis import (
     MarketParams,
     ValidatorEntry,
     default_market_params,
-    initial_state,
 )
+from contracts.initial import initial_state
 from contracts.state import State, decode_state, encode_state
 from contracts.transactions import SubmitReading, Tx, decode_signed_tx, sign_tx
 

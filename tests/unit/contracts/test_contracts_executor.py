@@ -7,7 +7,8 @@ import pytest
 
 from contracts import errors, executor
 from contracts.executor import BlockError, BlockInput, apply_block
-from contracts.genesis import GenesisError, initial_state
+from contracts.genesis import GenesisError
+from contracts.initial import initial_state
 from contracts.state import decode_state, encode_state
 from contracts.transactions import PlaceOrder, Transfer
 

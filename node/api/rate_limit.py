@@ -110,7 +110,7 @@ class RateLimiter:
     @classmethod
     def from_config(cls, config: Any, *, on_refused: Callable[[str], None] = lambda limit: None,
                     clock: Callable[[], float] = time.monotonic) -> RateLimiter:
-        """Limits from a ``node.config.NodeConfig`` (a rate of 0 turns that limit off)."""
+        """Limits from a ``node.ops.config.NodeConfig`` (a rate of 0 turns that limit off)."""
         client = sender = None
         if config.rate_limit_client_per_min > 0:
             client = TokenBuckets(per_min=config.rate_limit_client_per_min, burst=config.rate_limit_client_burst,

@@ -2,7 +2,7 @@
 
 Three listeners on ``config.listen_host``:
 
-* p2p (``p2p_port``): the peer WebSocket at ``/p2p`` (``node.transport``), plus ``/healthz``;
+* p2p (``p2p_port``): the peer WebSocket at ``/p2p`` (``node.net.transport``), plus ``/healthz``;
 * REST API (``api_port``): ``node.api.create_api_app(backend)`` — ``/v1/...``,
   ``/openapi.json``, ``/healthz``, ``/readyz``, the web page;
 * metrics (``metrics_port``): ``/metrics`` for Prometheus and ``/healthz``. With
@@ -31,16 +31,17 @@ from aiohttp import web
 from consensus.types import Message
 from consensus.validation import check_message
 from contracts.genesis import Genesis
-from node import keys
-from node.api import API_VERSION, ApiError, create_api_app
-from node.backend import Backend, BoundedSet
-from node.config import GENESIS_FILE, KEY_FILE, ConfigError, NodeConfig, data_path, load_config
-from node.driver import Driver
-from node.genesis import load_genesis
-from node.mempool import Mempool
-from node.metrics import SUBMISSION_ADMITTED, NodeMetrics
-from node.storage import Storage
-from node.transport import DROP_REASONS, Transport
+from node.api.app import API_VERSION, ApiError, create_api_app
+from node.chain.admission import BoundedSet
+from node.chain.backend import Backend
+from node.chain.driver import Driver
+from node.chain.mempool import Mempool
+from node.chain.storage import Storage
+from node.net.transport import DROP_REASONS, Transport
+from node.ops import keys
+from node.ops.config import GENESIS_FILE, KEY_FILE, ConfigError, NodeConfig, data_path, load_config
+from node.ops.genesis import load_genesis
+from node.ops.metrics import SUBMISSION_ADMITTED, NodeMetrics
 
 log = logging.getLogger("gridchain.service")
 

@@ -3,7 +3,7 @@
 Pure read-side functions over the contracts ``State`` and committed blocks:
 each turns typed records into JSON-ready dicts (bytes as hex, integers stay
 integers, units in the field names as in the contracts). Nothing here mutates
-state; ``node.api`` does the HTTP around them.
+state; ``node.api.app`` does the HTTP around them.
 
 Traceability: every lineage record in the state (orders, the slot's clearing
 record, the trade, readings, settlement lines) carries its ``Location`` (block
@@ -51,12 +51,6 @@ def _j(record: Any) -> Any:
 # --- market info ------------------------------------------------------------------------
 
 
-def current_slot(genesis: Any, timestamp_ms: int) -> int:
-    """Slot whose delivery interval contains ``timestamp_ms`` (0 before genesis)."""
-    t0 = genesis.genesis_time_ms
-    return max(0, (timestamp_ms - t0) // genesis.market.slot_ms)
-
-
 def market_info(genesis: Any, state: st.State) -> dict[str, Any]:
     """What a client needs to pick slots: T0, slot length, gate lead, current slot by block time."""
     m = genesis.market
@@ -70,7 +64,7 @@ def market_info(genesis: Any, state: st.State) -> dict[str, Any]:
         "p_min": m.p_min, "p_max": m.p_max, "grid_fee": m.grid_fee,
         "p_short": m.p_short, "p_long": m.p_long,
         "block_timestamp_ms": ts,
-        "current_slot": current_slot(genesis, ts),
+        "current_slot": max(0, market.current_slot(genesis, ts)),  # 0 before genesis
         "grid_operator": genesis.grid_operator,
     }
 

@@ -1,6 +1,6 @@
 """A cluster of ``gridchain node`` processes on 127.0.0.1 (devnet, bench, integration tests).
 
-``LocalNet(network_dir)`` reads ``network.json`` (written by ``node.genesis``),
+``LocalNet(network_dir)`` reads ``network.json`` (written by ``node.ops.genesis``),
 starts one process per node with its output appended to ``<home>/node.log``,
 waits for ``/readyz``, and stops them (SIGTERM, then SIGKILL after a grace
 period). Every process it starts is tracked, so nothing is left running.

@@ -171,7 +171,7 @@ def _toml_value(value: Any) -> str:
 
 def dump_config(config: NodeConfig) -> str:
     """``node.toml`` text for ``config`` (scalars, then one ``[[peers]]`` table per peer)."""
-    lines = ["# GridChain node configuration (see node/config.py for every key).", ""]
+    lines = ["# GridChain node configuration (see node/ops/config.py for every key).", ""]
     doc = msgspec.structs.asdict(config)
     for name, value in doc.items():
         if name != "peers":

@@ -1,4 +1,4 @@
-"""The runtime side of the REST API (``node.api.NodeBackend``) and transaction admission.
+"""Transaction admission: decode, screen, verify, check, pool, journal and gossip.
 
 Admission path (DESIGN §10), for a batch of raw transactions from the API:
 
@@ -12,7 +12,7 @@ Admission path (DESIGN §10), for a batch of raw transactions from the API:
 4. ``contracts.executor.check_tx`` against the latest executed state (chain,
    expiry, registration, signer, stale nonce);
    then, for a transaction from a sender with no account yet, the per-sender rate
-   limit (``node.rate_limit``: ``rate_limited``, HTTP 429);
+   limit (``node.api.rate_limit``: ``rate_limited``, HTTP 429);
 5. the mempool takes them (or the whole batch is refused with ``mempool_full``
    when it has no room: back-pressure instead of an unbounded queue);
 6. they are appended to the durable journal in one group commit shared with
@@ -29,32 +29,28 @@ commit (expired, or rejected when re-admitted after a restart) is reported as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consensus import codec
-from consensus.types import Block
 from contracts.errors import NOT_REGISTERED, TxError
 from contracts.executor import check_tx
-from contracts.genesis import Genesis
 from contracts.transactions import RegisterRequest, SignedTx, decode_signed_tx, verify_signature
-from node.api import CommittedBlock, Overloaded, SubmitResult, TxLookup
-from node.config import NodeConfig
-from node.driver import Driver, StoredReceipts, now_ms
-from node.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
-from node.metrics import SUBMISSION_ADMITTED, NodeMetrics
-from node.rate_limit import RATE_LIMITED, RateLimiter
-from node.storage import Storage
-from node.transport import FRAME_TXS
+from node.api.protocol import SubmitResult
+from node.api.rate_limit import RATE_LIMITED, RateLimiter
+from node.chain.clock import now_ms
+from node.chain.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
+from node.chain.storage import Storage
+from node.net.transport import FRAME_TXS
+from node.ops.config import NodeConfig
+from node.ops.metrics import NodeMetrics
+
+if TYPE_CHECKING:
+    from node.chain.driver import Driver
 
 log = logging.getLogger("gridchain.backend")
-
-RECEIPT_CACHE_BLOCKS = 64
 
 VERIFY_CHUNK = 256
 
@@ -85,203 +81,30 @@ def _verify_many(stxs: list[SignedTx]) -> list[bool]:
     return [verify_signature(stx) for stx in stxs]
 
 
-class Backend:
-    """Implements ``node.api.NodeBackend`` for one running node."""
+class Admission:
+    """The admission half of ``node.chain.backend.Backend`` (a mixin over the backend's fields)."""
 
-    def __init__(
-        self,
-        *,
-        config: NodeConfig,
-        genesis: Genesis,
-        storage: Storage,
-        mempool: Mempool,
-        metrics: NodeMetrics,
-        driver: Driver,
-    ) -> None:
-        self.config = config
-        self.genesis = genesis
-        self.chain_id = genesis.chain_id
-        self.node_name = config.name
-        self.role = config.role
-        self.node_id = config.node_id
-        self.storage = storage
-        self.mempool = mempool
-        self.metrics = metrics
-        self.driver = driver
-        self.transport: Any = None
-        self.verified = driver.verified
-        self.admitted_at = driver.admitted_at
-        self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
-        self._journal_pending: list[tuple[bytes, bytes]] = []
-        self._journal_waiters: list[asyncio.Future[None]] = []
-        self._journal_wakeup = asyncio.Event()
-        self._gossip: list[bytes] = []
-        self._gossip_wakeup = asyncio.Event()
-        self._gossip_in: asyncio.Queue[tuple[bytes, ...]] | None = (
-            asyncio.Queue(maxsize=config.gossip_admission_queue) if config.gossip_admission_queue > 0 else None)
-        self._receipt_cache: OrderedDict[int, StoredReceipts] = OrderedDict()
-        self.rate_limiter = RateLimiter.from_config(
-            config, on_refused=lambda limit: metrics.rate_limited.labels(limit=limit).inc())
-        """Submission limits (``node.rate_limit``); the API app enforces the per-client one."""
-        self._tasks: list[asyncio.Task[Any]] = []
-        self.started_at = time.monotonic()
+    config: NodeConfig
+    storage: Storage
+    mempool: Mempool
+    metrics: NodeMetrics
+    driver: Driver
+    transport: Any
+    verified: Any
+    admitted_at: dict[bytes, float]
+    rate_limiter: RateLimiter
+    _verify_pool: ThreadPoolExecutor
+    _journal_pending: list[tuple[bytes, bytes]]
+    _journal_waiters: list[asyncio.Future[None]]
+    _journal_wakeup: asyncio.Event
+    _gossip: list[bytes]
+    _gossip_wakeup: asyncio.Event
+    _gossip_in: asyncio.Queue[tuple[bytes, ...]] | None
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        # Every task here runs until stop(); healthy() reports a finished one as a failure.
-        self._tasks += [
-            loop.create_task(self._journal_loop(), name="journal"),
-            loop.create_task(self._gossip_loop(), name="gossip"),
-            loop.create_task(self._housekeeping(), name="housekeeping"),
-        ]
-        if self._gossip_in is not None:
-            self._tasks.append(loop.create_task(self._gossip_admission_loop(), name="gossip-admission"))
+    if TYPE_CHECKING:
+        @property
+        def state(self) -> Any: ...
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._verify_pool.shutdown(wait=True)
-
-    async def restore_journal(self) -> int:
-        """Re-admit (and re-gossip) the accepted transactions a previous run left in the journal."""
-        raws = self.storage.load_journal()
-        if not raws:
-            return 0
-        results = await self._admit(raws, journal=False, gossip=True, source="journal")
-        gone = [r.tx_hash for r in results if r.code is not None and r.tx_hash is not None]
-        await self.storage.journal_remove(gone)
-        log.info("journal: %d accepted transactions re-admitted, %d can no longer commit",
-                 len(raws) - len(gone), len(gone))
-        return len(raws) - len(gone)
-
-    # ------------------------------------------------------------------ NodeBackend
-    @property
-    def state(self) -> Any:
-        assert self.driver.exec is not None
-        return self.driver.exec.state
-
-    async def read_state(self) -> Any:
-        idle = self.driver.state_idle
-        while not idle.is_set():
-            await idle.wait()
-        # No await between the check and the return: the caller gets the state at a block boundary.
-        return self.state
-
-    def status(self) -> dict[str, Any]:
-        d = self.driver
-        core = d.core
-        exec_ = d.exec
-        return {
-            "height": exec_.height if exec_ else 0,
-            "committed_height": core.committed_height if core is not None else (exec_.height if exec_ else 0),
-            "round": d.round,
-            "leader": d.leader,
-            "state_root": exec_.root.hex() if exec_ else "",
-            "peers": len(self.transport.connected()) if self.transport else 0,
-            "syncing": d.syncing,
-            "mempool_size": len(self.mempool),
-            "last_voted_round": core.last_voted_round if core is not None else 0,
-            "execution_lag_blocks": d.execution_lag(),
-            "execution_halted": None if d.halted is None else {"height": d.halted.height, "error": d.halted.error},
-        }
-
-    def ready(self) -> bool:
-        return self.not_ready_reason() is None
-
-    def not_ready_reason(self) -> str | None:
-        """Why ``/readyz`` answers 503: ``execution_halted``, ``syncing`` or ``no_quorum``; None if ready."""
-        if self.driver.halted is not None:
-            return "execution_halted"
-        if self.driver.syncing or self.transport is None:
-            return "syncing"
-        if len(self.transport.connected()) + 1 < self.driver.committee.quorum:
-            return "no_quorum"
-        return None
-
-    def healthy(self) -> bool:
-        return all(not t.done() for t in self._tasks + self.driver._tasks)
-
-    def add_listener(self, listener: Callable[[CommittedBlock], None]) -> Callable[[], None]:
-        self.driver.listeners.append(listener)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self.driver.listeners.remove(listener)
-
-        return remove
-
-    async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]:
-        results = await self._admit(list(raw_txs), journal=True, gossip=True, source="api")
-        accepted = sum(1 for r in results if r.code is None)
-        self.metrics.txs_submitted.inc(accepted)
-        for r in results:
-            if r.code is not None:
-                self.metrics.txs_rejected.labels(code=r.code).inc()
-        if (admitted := SUBMISSION_ADMITTED.get()) is not None:
-            admitted.append(True)
-        if accepted == 0 and results and all(r.code == MEMPOOL_FULL for r in results):
-            raise Overloaded("mempool is full, retry later")
-        return results
-
-    async def tx_status(self, tx_hash: bytes) -> TxLookup | None:
-        if tx_hash in self.mempool:
-            return TxLookup(status="pending")
-        location = self.storage.tx_location(tx_hash)
-        if location is not None:
-            stored = self._receipts(location.height)
-            receipt = stored.receipts[location.index] if stored is not None else None
-            return TxLookup(status="committed" if location.code == "ok" else "failed",
-                            height=location.height, index=location.index, receipt=receipt)
-        dropped = self.driver.dropped.get(tx_hash)
-        if dropped is not None:
-            return TxLookup(status="failed", receipt={"code": dropped[0], "message": dropped[1]})
-        if tx_hash in self.admitted_at:
-            return TxLookup(status="pending")
-        return None
-
-    async def block(self, height: int | None) -> CommittedBlock | None:
-        if height is None:
-            height = self.driver.exec.height if self.driver.exec else 0
-        stored = self.storage.block(height)
-        if stored is None:
-            if height == 0:
-                genesis_block = self.driver.genesis_block
-                return CommittedBlock(block=genesis_block, block_id=codec.digest_of(genesis_block.header),
-                                      state_root=b"", receipts_root=b"")
-            return None
-        block = codec.decode(stored.block_bytes, Block)
-        child = self.storage.block(height + 1)
-        commit_qc = codec.decode(child.block_bytes, Block).header.parent_qc if child is not None else None
-        receipts = self._receipts(height)
-        return CommittedBlock(
-            block=block, block_id=stored.block_id, state_root=stored.state_root,
-            receipts_root=stored.receipts_root,
-            receipts=receipts.receipts if receipts else (), leaves=receipts.leaves if receipts else (),
-            commit_qc=commit_qc,
-        )
-
-    async def receipt_leaves(self, height: int) -> list[bytes] | None:
-        stored = self._receipts(height)
-        return None if stored is None else list(stored.leaves)
-
-    def _receipts(self, height: int) -> StoredReceipts | None:
-        cached = self._receipt_cache.get(height)
-        if cached is not None:
-            return cached
-        blob = self.storage.receipts(height)
-        if blob is None:
-            return None
-        stored = codec.decode(blob, StoredReceipts)
-        self._receipt_cache[height] = stored
-        while len(self._receipt_cache) > RECEIPT_CACHE_BLOCKS:
-            self._receipt_cache.popitem(last=False)
-        return stored
-
-    # ------------------------------------------------------------------ admission
     def on_gossip(self, peer: int, raws: tuple[bytes, ...]) -> Any:
         """Transactions from a peer, admitted like API ones but not journaled or re-gossiped.
 
@@ -462,34 +285,3 @@ class Backend:
                 del self._gossip[: self.config.gossip_batch_txs]
                 if self.transport is not None:
                     self.transport.broadcast(FRAME_TXS, codec.encode(tuple(batch)))
-
-    async def _housekeeping(self) -> None:
-        """Once a second: expire transactions, refresh gauges."""
-        while True:
-            await asyncio.sleep(1.0)
-            now = now_ms()
-            expired = [tx.tx_hash for tx in self.mempool.expired(now)]
-            if expired:
-                self.mempool.evict_expired(now)
-                mine = [h for h in expired if self.admitted_at.pop(h, None) is not None]
-                for h in mine:
-                    self.driver.forget(h, "expired", "expired before it was included in a block")
-                await self.storage.journal_remove(mine)
-            self._refresh_gauges()
-
-    def _refresh_gauges(self) -> None:
-        m = self.metrics
-        m.mempool_size.set(len(self.mempool))
-        m.peers.set(len(self.transport.connected()) if self.transport else 0)
-        core = self.driver.core
-        if core is None:
-            return
-        self.driver.sync_stats()
-        exec_ = self.driver.exec
-        credits = exec_.state.credit.credits if exec_ is not None else ()
-        for index, validator in enumerate(self.genesis.validators):
-            if index < len(credits):
-                m.credit.labels(validator=validator.name).set(credits[index])
-        shares = self.driver.leader_shares()
-        for index, validator in enumerate(self.genesis.validators):
-            m.leader_share.labels(validator=validator.name).set(shares.get(index, 0.0))

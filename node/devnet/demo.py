@@ -35,10 +35,10 @@ from rich.table import Table
 
 from consensus import crypto
 from contracts import transactions as txs
-from node import keys
 from node.cli.apiutil import resolve_slot
 from node.cli.proof import verify_trace
 from node.client import AsyncClient, now_ms
+from node.ops import keys
 
 POLL_S = 0.25
 """How often the demo polls slot state."""

@@ -7,7 +7,7 @@ an operator can start from::
     DIR/network.json            every node: name, role, node_id, urls, home
     DIR/accounts.json           demo accounts: name, address, role, zone, balance, key file
     DIR/keys/<account>.json     demo account keys (0600); the nodes never read them
-    DIR/<node>/node.toml        that node's config (node.config.NodeConfig)
+    DIR/<node>/node.toml        that node's config (node.ops.config.NodeConfig)
     DIR/<node>/genesis.json     a copy of the genesis
     DIR/<node>/validator_key.json  the validator key (0600)
     DIR/<node>/data/chain.sqlite   an empty database holding fresh safety data: a
@@ -45,9 +45,9 @@ from contracts.genesis import (
     validate_genesis,
 )
 from contracts.transactions import ROLES
-from node import keys
-from node.config import CONFIG_FILE, GENESIS_FILE, KEY_FILE, NodeConfig, PeerConfig, dump_config
-from node.storage import Storage
+from node.chain.storage import Storage
+from node.ops import keys
+from node.ops.config import CONFIG_FILE, GENESIS_FILE, KEY_FILE, NodeConfig, PeerConfig, dump_config
 
 DEFAULT_ROLES = ("generator", "grid", "retailer", "user")
 COMPOSE_P2P_PORT = 26656

@@ -50,7 +50,7 @@ from aiohttp import web
 
 from consensus import codec, crypto
 from consensus.types import Block, Message, QuorumCert
-from node.config import NodeConfig, PeerConfig
+from node.ops.config import NodeConfig, PeerConfig
 
 log = logging.getLogger("gridchain.transport")
 

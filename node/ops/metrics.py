@@ -29,7 +29,7 @@ disable_created_metrics()
 
 SUBMISSION_ADMITTED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
     "gridchain_submission_admitted", default=None)
-"""Per submission request (set by the API listener's middleware in node/service.py): the
+"""Per submission request (set by the API listener's middleware in node/ops/service.py): the
 backend appends to it once admission has counted the request's rejections, so that the
 middleware counts only rejections that never reached admission (a malformed body)."""
 

@@ -1,0 +1,1 @@
+"""Operations: node config, key files, network generation, metrics and the node service."""
