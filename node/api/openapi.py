@@ -218,8 +218,13 @@ class Trades(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class ValidatorView(st.ValidatorInfo, frozen=True, forbid_unknown_fields=True, kw_only=True):
     credit: int
+    """Leader-election weight: 1000 (full) or 0, from the credit window (docs/CREDIT.md)."""
     excluded_until_round: int
     leader_share_ppm: int
+    window_led: int
+    """Rounds this validator led in the credit window."""
+    window_failed: int
+    """Rounds it failed to lead in the credit window."""
 
 
 class Validators(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -310,36 +310,40 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
 
 
 @st.composite
-def probes(draw: Any, plan: Plan, now_ms: int) -> bytes:
-    """One well-formed, authorised transaction whose value sits at, just above or far above
-    its bound, sent where it reaches its handler (the open reading window, an open slot):
-    every history probes the bounds, whatever else it draws."""
+def probes(draw: Any, plan: Plan, now_ms: int) -> list[bytes]:
+    """Well-formed, authorised transactions, one per bound, each with its value at, just above
+    or far above the bound, sent where it reaches its handler (the open reading window, an open
+    slot), and a registration with its rejection: every history that draws them probes every
+    bound, whatever else it draws."""
     chain = plan.chain
     m, limits = chain.genesis.market, chain.genesis.limits
-    value = draw(st.sampled_from([0, 1, 2]))
-    probe = draw(st.sampled_from(["reading", "order", "mint", "penalty", "dispatch_wh", "register", "reject"]))
-    if probe == "reading":
-        wh = [READING_BOUND_WH, READING_BOUND_WH + 1, MAX_WIRE][value]
-        name = draw(st.sampled_from(["con", "pro", "gen"]))
-        return chain.tx(name, SubmitReading(slot=max(0, now_ms // 1_000 - 1), import_wh=wh if name != "gen" else 0,
-                                            export_wh=wh if name == "gen" else 0), meter=True)
-    if probe == "order":
-        qty = [m.max_order_wh, m.max_order_wh + 1, MAX_WIRE][value]
-        return chain.tx("gen", PlaceOrder(slot=now_ms // 1_000 + 1, side="sell", price_u_per_wh=10, quantity_wh=qty))
-    if probe == "mint":
-        amount = [1_000, SUPPLY_BOUND_U, MAX_WIRE][value]
-        return chain.tx("grid", Mint(to=chain.addr(draw(st.sampled_from(["con", "gen"]))), amount_u=amount))
-    if probe in ("penalty", "dispatch_wh"):
-        penalty = [PENALTY_BOUND_U, PENALTY_BOUND_U + 1, MAX_WIRE][value] if probe == "penalty" else 1
-        amount_wh = [limits.max_dispatch_wh, limits.max_dispatch_wh + 1, MAX_WIRE][value] if probe != "penalty" else 1
-        return chain.tx("grid", IssueDispatch(account=chain.addr(draw(st.sampled_from(["con", "gen", "ret"]))),
-                                              direction="curtail", amount_wh=amount_wh,
-                                              deadline_ms=now_ms + 1 + draw(st.integers(0, 3_000)),
-                                              penalty_u=penalty))
+
+    def pick(*values: int) -> int:
+        return values[draw(st.integers(0, len(values) - 1))]
+
+    reader = draw(st.sampled_from(["con", "pro", "gen"]))
+    wh = pick(READING_BOUND_WH, READING_BOUND_WH + 1, MAX_WIRE)
+    out = [
+        chain.tx(reader, SubmitReading(slot=max(0, now_ms // 1_000 - 1), import_wh=wh if reader != "gen" else 0,
+                                       export_wh=wh if reader == "gen" else 0), meter=True),
+        chain.tx("gen", PlaceOrder(slot=now_ms // 1_000 + 1, side="sell", price_u_per_wh=10,
+                                   quantity_wh=pick(m.max_order_wh, m.max_order_wh + 1, MAX_WIRE))),
+        chain.tx("gen2", PlaceOrder(slot=now_ms // 1_000 + 1, side="sell", quantity_wh=100,
+                                    price_u_per_wh=pick(m.p_max, m.p_max + 1, MAX_WIRE))),
+        chain.tx("grid", Mint(to=chain.addr(draw(st.sampled_from(["con", "gen"]))),
+                              amount_u=pick(1_000, SUPPLY_BOUND_U, MAX_WIRE))),
+    ]
+    for penalty, amount_wh in ((pick(PENALTY_BOUND_U, PENALTY_BOUND_U + 1, MAX_WIRE), 1),
+                               (1, pick(limits.max_dispatch_wh, limits.max_dispatch_wh + 1, MAX_WIRE))):
+        out.append(chain.tx("grid", IssueDispatch(account=chain.addr(draw(st.sampled_from(["con", "gen", "ret"]))),
+                                                  direction="curtail", amount_wh=amount_wh,
+                                                  deadline_ms=now_ms + 1 + draw(st.integers(0, 3_000)),
+                                                  penalty_u=penalty)))
     applicant = draw(st.sampled_from(["outsider", "meter"]))
-    if probe == "register":
-        return chain.tx(applicant, RegisterRequest(role="consumer", zone="Z1", name="probe"))
-    return chain.tx("grid", RejectRegistration(account=chain.addr(applicant)))
+    out.append(chain.tx(applicant, RegisterRequest(role="consumer", zone="Z1", name="probe")))
+    if draw(st.booleans()):
+        out.append(chain.tx("grid", RejectRegistration(account=chain.addr(applicant))))
+    return out
 
 
 @st.composite
@@ -359,7 +363,7 @@ def histories(draw: Any) -> tuple[list[BlockInput], Chain]:
                 txs.append(chain.tx(name, PlaceOrder(slot=slot, side=side, price_u_per_wh=price,  # type: ignore[arg-type]
                                                      quantity_wh=qty)))
         if draw(st.booleans()):
-            txs.append(draw(probes(plan, now_ms)))
+            txs.extend(draw(probes(plan, now_ms)))
         for _ in range(draw(st.integers(0, 6))):
             if draw(st.integers(0, 19)) == 0:
                 txs.append(draw(st.binary(max_size=64)))  # garbage bytes
