@@ -21,9 +21,11 @@ node with identical block ids and state roots, every node ready and none with
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,7 @@ SLOT_MS = 8_000
 that a reading submitted at the end of delivery commits inside its window on a loaded machine."""
 I64_MAX = 2**63 - 1
 MSGPACK = "application/msgpack"
+ATTACKER_ADDRESS = "127.0.0.2"
 
 
 def _request(url: str, body: bytes | None = None, content_type: str = "application/json",
@@ -114,7 +117,17 @@ class Devnet:
         return status, body
 
     def post_batch(self, node: int, raws: list[bytes]) -> tuple[int, Any, dict[str, str]]:
-        return _request(self.urls[node] + "/v1/transactions", codec.encode(raws), MSGPACK)
+        """A flood's batch, sent from the attacker's own address (127.0.0.2): the per-address
+        limit then throttles the attacker, not the honest traders on 127.0.0.1."""
+        url = urllib.parse.urlsplit(self.urls[node])
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30,
+                                          source_address=(ATTACKER_ADDRESS, 0))
+        try:
+            conn.request("POST", "/v1/transactions", body=codec.encode(raws), headers={"Content-Type": MSGPACK})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null"), dict(resp.headers)
+        finally:
+            conn.close()
 
     def outcome(self, tx_hash: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
         """The executed receipt of ``tx_hash`` (committed or failed), read from node 0."""
