@@ -1,10 +1,10 @@
-"""The deterministic simulator: N real consensus cores, one virtual clock, one seed.
+"""The simulator's run loop: N real consensus cores, one virtual clock, one seed.
 
 Theory of operation. Everything happens in a single event heap ordered by
-(virtual time, sequence number): message deliveries, timer ticks, payload
-answers and fault triggers. ``run()`` pops one event, hands it to the right
-core instance and executes the core's actions **in order**, exactly like the
-node's driver:
+(virtual time, sequence number) (``node.sim.clock``): message deliveries, timer
+ticks, payload answers and fault triggers. ``run()`` pops one event, hands it to
+the right core instance and executes the core's actions **in order**, exactly
+like the node's driver:
 
 * ``PersistSafety`` writes the simulated disk (a dict that survives crashes);
   a node armed to crash "between persist and send" dies right there and the
@@ -22,16 +22,13 @@ Every vote that leaves an instance is shown to the checker (double votes). No
 wall clock, no asyncio, no sockets; all randomness comes from
 ``random.Random`` objects seeded from the run's seed, so a seed replays exactly.
 The run has a fault phase (Byzantine validators, crashes, partitions, loss,
-extra delay),
-then heals (partition removed, loss off, crashed nodes restarted) and checks
-liveness: every honest instance must commit again within
-``liveness_rounds`` rounds.
+extra delay), then heals and checks liveness (``node.sim.faults``); the final
+state becomes a ``SimResult`` (``node.sim.summary``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
 import traceback
 from collections.abc import Callable
@@ -69,19 +66,23 @@ from consensus.types import (
 from consensus.validation import check_message
 from node.sim.byzantine import Byzantine
 from node.sim.checker import Checker
+from node.sim.clock import (
+    DELIVER,
+    HEAL_PARTITION,
+    MAX_CLOCK_OFFSET_MS,
+    PAYLOAD,
+    RESTART,
+    START_MS,
+    TICK,
+    EventQueue,
+)
 from node.sim.config import SimConfig
+from node.sim.faults import check_liveness, fire_triggers
 from node.sim.instance import CHAIN_ID, EPOCH, Instance, state_root, validator_seed
 from node.sim.network import NetworkModel
-from node.sim.result import SimResult, fairness
-from node.sim.schedule import CrashPlan, FaultPlan, PartitionPlan, make_plan
-
-START_MS = 1_000
-"""Virtual time of the first tick (genesis is at 0)."""
-MAX_CLOCK_OFFSET_MS = 500
-"""Each validator's clock runs ahead of virtual time by a fixed 0..this ms."""
-
-# Heap event kinds.
-_DELIVER, _TICK, _PAYLOAD, _RESTART, _HEAL_PARTITION = range(5)
+from node.sim.result import SimResult
+from node.sim.schedule import FaultPlan, make_plan
+from node.sim.summary import summarize
 
 
 class Simulation:
@@ -131,8 +132,7 @@ class Simulation:
 
         self.now_ms = START_MS
         self.step = 0
-        self._heap: list[tuple[int, int, int, int, int, Any]] = []
-        self._seq = 0
+        self.queue = EventQueue()
         self.max_round = 0
         self.leaders: dict[int, NodeId] = {}
         """round -> leader, as first announced by an honest instance."""
@@ -143,9 +143,12 @@ class Simulation:
             ("byzantine", "crashes", "restarts", "crash_between_persist_and_send",
              "wiped_restarts", "partitions", "rejected", "equivocations_detected"), 0)
         self.counts["byzantine"] = len(self.plan.byzantine)
-        self._crashes = sorted(self.plan.crashes, key=lambda c: c.at_round)
-        self._partitions = list(self.plan.partitions)
-        self._partition_epoch = 0
+        self.crashes = sorted(self.plan.crashes, key=lambda c: c.at_round)
+        """Planned crashes not fired yet, earliest round first (``node.sim.faults``)."""
+        self.partitions = list(self.plan.partitions)
+        """Planned partitions not fired yet."""
+        self.partition_epoch = 0
+        """Counts partitions fired; a heal event of an older partition is ignored."""
         self.healed = False
         self.heal_round = 0
         self.heal_height = 0
@@ -155,11 +158,6 @@ class Simulation:
         """Running digest of every processed event: two runs of one seed match exactly."""
         self.on_step: Callable[[Simulation], None] | None = None
         """Optional observer called after every step (scenario tests)."""
-
-    # -- heap ----------------------------------------------------------------
-    def _push(self, at_ms: int, kind: int, target: int, incarnation: int, payload: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (at_ms, self._seq, kind, target, incarnation, payload))
 
     # -- lifecycle -------------------------------------------------------------
     def _block_check(self, inst: Instance) -> Callable[[Block], str | None]:
@@ -188,7 +186,7 @@ class Simulation:
         inst.incarnation += 1
         self._handle(inst, Tick(now_ms=self.now_ms + inst.clock_offset_ms))
 
-    def _crash(self, inst: Instance) -> None:
+    def crash(self, inst: Instance) -> None:
         inst.alive = False
         inst.sign_refusals += inst.running().stats.sign_refusals
         inst.core = None
@@ -198,7 +196,7 @@ class Simulation:
         inst.crash_on_persist = None
         self.counts["crashes"] += 1
 
-    def _restart(self, inst: Instance, *, wipe: bool) -> None:
+    def restart(self, inst: Instance, *, wipe: bool) -> None:
         if inst.alive:
             return
         if wipe:
@@ -239,8 +237,8 @@ class Simulation:
                 downtime_ms = inst.crash_on_persist
                 if downtime_ms is not None:
                     self.counts["crash_between_persist_and_send"] += 1
-                    self._crash(inst)
-                    self._push(self.now_ms + downtime_ms, _RESTART, inst.id, 0, False)
+                    self.crash(inst)
+                    self.queue.push(self.now_ms + downtime_ms, RESTART, inst.id, 0, False)
                     return
             elif isinstance(action, Send):
                 self._send(inst, action.to, action.message)
@@ -250,14 +248,14 @@ class Simulation:
                 at_ms = max(self.now_ms, action.at_ms - inst.clock_offset_ms)
                 if at_ms not in inst.tick_times:
                     inst.tick_times.add(at_ms)
-                    self._push(at_ms, _TICK, inst.id, inst.incarnation, None)
+                    self.queue.push(at_ms, TICK, inst.id, inst.incarnation, None)
             elif isinstance(action, Commit):
                 self._commit(inst, action)
             elif isinstance(action, FetchBlocks):
                 request = BlockRequest(block_id=action.block_id, count=action.count)
                 self._send(inst, action.peer, request)
             elif isinstance(action, RequestPayload):
-                self._push(self.now_ms, _PAYLOAD, inst.id, inst.incarnation, action.round)
+                self.queue.push(self.now_ms, PAYLOAD, inst.id, inst.incarnation, action.round)
             elif isinstance(action, RoundEntered):
                 if inst.honest:
                     self.leaders.setdefault(action.round, action.leader)
@@ -315,7 +313,7 @@ class Simulation:
 
     def _transmit(self, src: Instance, dst: Instance, data: bytes) -> None:
         for delay_ms in self.network.plan(src.id, dst.id):
-            self._push(self.now_ms + delay_ms, _DELIVER, dst.id, -1, (src.id, data))
+            self.queue.push(self.now_ms + delay_ms, DELIVER, dst.id, -1, (src.id, data))
 
     def _deliver(self, inst: Instance, src_id: int, data: bytes) -> None:
         src = self.instances[src_id]
@@ -369,74 +367,6 @@ class Simulation:
             data = codec.encode(BlockResponse(blocks=tuple(blocks)))
             self._transmit(inst, requester, data)
 
-    # -- faults ------------------------------------------------------------------
-    def _fire_triggers(self) -> None:
-        if self.healed:
-            return
-        while self._crashes and self._crashes[0].at_round <= self.max_round:
-            self._trigger_crash(self._crashes.pop(0))
-        while self._partitions and self._partitions[0].at_round <= self.max_round:
-            self._trigger_partition(self._partitions.pop(0))
-        fault_cap_ms = START_MS + self.plan.fault_end_round * self.max_timeout_ms
-        if self.max_round >= self.plan.fault_end_round or self.now_ms >= fault_cap_ms:
-            self._heal()
-
-    def _trigger_crash(self, crash: CrashPlan) -> None:
-        inst = self.instances[crash.index]
-        if not inst.alive:
-            return
-        if crash.mode == "between-persist-and-send":
-            inst.crash_on_persist = crash.downtime_ms  # dies at its next PersistSafety
-            return
-        self._crash(inst)
-        self._push(self.now_ms + crash.downtime_ms, _RESTART, inst.id, 0, crash.mode == "wipe")
-
-    def _trigger_partition(self, partition: PartitionPlan) -> None:
-        self._partition_epoch += 1
-        self.counts["partitions"] += 1
-        self.network.split(partition.groups)
-        self._push(
-            self.now_ms + partition.duration_ms, _HEAL_PARTITION, 0, 0, self._partition_epoch
-        )
-
-    def _heal(self) -> None:
-        self.healed = True
-        self.network.heal()
-        self.network.loss_percent = 0
-        self.network.extra_delay_ms = 0
-        self._crashes.clear()
-        self._partitions.clear()
-        for inst in self.instances:
-            inst.crash_on_persist = None
-        for inst in self.instances:
-            if not inst.alive:
-                self._restart(inst, wipe=False)
-        self.heal_round = self.max_round
-        self.heal_height = self.checker.agreed_height
-        self.heal_time_ms = self.now_ms
-
-    def _check_liveness(self) -> bool:
-        """True when the run may stop; records a liveness violation when over budget."""
-        if not self.healed:
-            return False
-        honest = [i for i in self.instances if i.honest]
-        if not self.liveness_ok:
-            self.liveness_ok = all(i.alive and len(i.chain) > self.heal_height for i in honest)
-        if self.liveness_ok:
-            return self.max_round >= self.config.rounds
-        over_rounds = self.max_round > self.heal_round + self.config.liveness_rounds
-        over_time = self.now_ms > self.heal_time_ms + (
-            self.config.liveness_rounds + 5) * self.max_timeout_ms * 2
-        if over_rounds or over_time:
-            behind = [i.index for i in honest if not (i.alive and len(i.chain) > self.heal_height)]
-            self.checker.violation(
-                "liveness",
-                f"after healing at round {self.heal_round} (height {self.heal_height}) "
-                f"honest validators {behind} did not commit again by round {self.max_round}",
-            )
-            return True
-        return False
-
     # -- main loop -----------------------------------------------------------------
     def run(self) -> SimResult:
         cfg = self.config
@@ -444,17 +374,17 @@ class Simulation:
         for inst in self.instances:
             self._start(inst)
         stop_at_ms = START_MS + (cfg.rounds + cfg.liveness_rounds + 10) * self.max_timeout_ms * 3
-        while self._heap and self.checker.ok:
-            at_ms, _seq, kind, target, incarnation, payload = heapq.heappop(self._heap)
+        while self.queue and self.checker.ok:
+            at_ms, _seq, kind, target, incarnation, payload = self.queue.pop()
             self.now_ms = at_ms
             self.step += 1
             self.checker.time_ms = at_ms
             self.checker.step = self.step
             self._process(kind, target, incarnation, payload)
-            self._fire_triggers()
+            fire_triggers(self)
             if self.on_step is not None:
                 self.on_step(self)
-            if self._check_liveness():
+            if check_liveness(self):
                 break
             if self.step >= max_steps or self.now_ms >= stop_at_ms:
                 if not self.liveness_ok:
@@ -462,26 +392,26 @@ class Simulation:
                         "liveness", f"run budget exhausted at round {self.max_round}"
                     )
                 break
-        return self._result()
+        return summarize(self)
 
     def _process(self, kind: int, target: int, incarnation: int, payload: Any) -> None:
         inst = self.instances[target]
         self.trace.update(f"{self.now_ms}:{kind}:{target}:".encode())
-        if kind == _DELIVER:
+        if kind == DELIVER:
             src_id, data = payload
             self.trace.update(data)
             if inst.alive:
                 self._deliver(inst, src_id, data)
-        elif kind == _TICK:
+        elif kind == TICK:
             if inst.alive and inst.incarnation == incarnation:
                 inst.tick_times.discard(self.now_ms)
                 self._handle(inst, Tick(now_ms=self.now_ms + inst.clock_offset_ms))
-        elif kind == _PAYLOAD:
+        elif kind == PAYLOAD:
             if inst.alive and inst.incarnation == incarnation:
                 self._handle(inst, self._payload(inst, payload))
-        elif kind == _RESTART and not self.healed:
-            self._restart(inst, wipe=bool(payload))
-        elif kind == _HEAL_PARTITION and payload == self._partition_epoch and not self.healed:
+        elif kind == RESTART and not self.healed:
+            self.restart(inst, wipe=bool(payload))
+        elif kind == HEAL_PARTITION and payload == self.partition_epoch and not self.healed:
             self.network.heal()
 
     def _payload(self, inst: Instance, round: int) -> PayloadReady:
@@ -492,60 +422,6 @@ class Simulation:
             payload=txs,
             executed_height=len(inst.chain),
             executed_state_root=state_root(inst.chain),
-        )
-
-    # -- result --------------------------------------------------------------------
-    def _result(self) -> SimResult:
-        n = self.config.nodes
-        honest = [i for i in self.instances if i.honest]
-        heights = [len(i.chain) for i in honest] or [0]
-        top = max(honest, key=lambda i: len(i.chain), default=None)
-        credit = list(top.core.credit.credits) if top is not None and top.core else []
-        refusals = sum(
-            i.sign_refusals + (i.core.stats.sign_refusals if i.core else 0) for i in honest
-        )
-        led = [0] * n
-        for leader in self.leaders.values():
-            if 0 <= leader < n:
-                led[leader] += 1
-        total_led = max(1, sum(led))
-        leader_share = [round(c / total_led, 4) for c in led]
-        proposed = [0] * n  # committed blocks per proposer, in the most advanced honest chain
-        if top is not None:
-            for bid in top.chain:
-                block = top.committed.get(bid)
-                if block is not None and 0 <= block.header.author < n:
-                    proposed[block.header.author] += 1
-        height = max(heights)
-        per_block = self.network.sent / max(1, height)
-        forged = sum(i.byzantine.forged for i in self.instances if i.byzantine)
-        withheld = sum(i.byzantine.dropped for i in self.instances if i.byzantine)
-        forged_tcs = sum(i.byzantine.forged_tcs for i in self.instances if i.byzantine)
-        faults = dict(self.counts)
-        faults.update(
-            lost=self.network.lost, duplicated=self.network.duplicated,
-            forged=forged, forged_tcs=forged_tcs, withheld=withheld, sign_refusals=refusals,
-        )
-        return SimResult(
-            seed=self.config.seed,
-            nodes=n,
-            violations=list(self.checker.violations),
-            committed_height=height,
-            committed_fraction=round(min(heights) / max(1, self.max_round), 4),
-            min_committed_height=min(heights),
-            rounds=self.max_round,
-            timeouts=len(self.timeout_rounds),
-            leader_share=leader_share,
-            credit=credit,
-            fairness=fairness(leader_share, proposed, [i for i in range(n) if i not in self.byzantine]),
-            messages=self.network.sent,
-            messages_per_block=round(per_block, 2),
-            messages_per_block_per_node=round(per_block / n, 2),
-            virtual_time_ms=self.now_ms,
-            steps=self.step,
-            faults=faults,
-            liveness_ok=self.liveness_ok,
-            reproduce=self.config.reproduce_command(),
         )
 
 

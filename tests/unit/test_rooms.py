@@ -13,7 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 MAX_LINES = 450
-OVER_LIMIT = {"node/sim/runner.py": 560}
+OVER_LIMIT: dict[str, int] = {}
 """Files allowed past MAX_LINES until they are split, each with the most lines it may have."""
 
 # (importing package, forbidden prefixes, why)
