@@ -43,7 +43,11 @@ def test_f_byzantine_validators_cannot_stop_the_chain(behaviour: str, nodes: int
         # The attack really happened.
         acted = result.faults["forged"] + result.faults["withheld"]
         assert acted > 0, explain(result)
-        if behaviour in ("inflate-round", "garbage-sync", "forge-tc"):
+        # forge-tc is not here: its leader turns end in timeouts, and the credit rule
+        # (docs/CREDIT.md) takes its turns away after the first, so on some seeds it never
+        # holds a round to forge in; test_forge_tc_builds_forged_certificates_that_everyone_refuses
+        # shows forged TCs built and refused.
+        if behaviour in ("inflate-round", "garbage-sync"):
             assert result.faults["rejected"] > 0, explain(result)
 
 
@@ -75,7 +79,7 @@ def test_false_blame_fires_and_is_never_committed() -> None:
                 assert all(sim.leaders.get(r, a) == a for r, a in named), (block.round, named)
 
 
-def _wiped_voter_run(*, old_guard: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+def _wiped_voter_run(*, old_guard: bool, monkeypatch: pytest.MonkeyPatch, seed: int = 1) -> tuple[int, int]:
     """Validator 0 restarts with a wiped disk at round 20 while validator 3 inflates
     rounds; returns (round at the end, the wiped validator's last voted round)."""
     if old_guard:
@@ -87,7 +91,7 @@ def _wiped_voter_run(*, old_guard: bool, monkeypatch: pytest.MonkeyPatch) -> tup
             original(self, sender, msg)
 
         monkeypatch.setattr(Core, "_on_timeout", on_timeout)
-    config = SimConfig(nodes=4, seed=1, rounds=150, byzantine=1, behaviour="inflate-round", crash=1)
+    config = SimConfig(nodes=4, seed=seed, rounds=150, byzantine=1, behaviour="inflate-round", crash=1)
     plan = FaultPlan(byzantine=(3,), partitions=(), fault_end_round=60,
                      crashes=(CrashPlan(index=0, at_round=20, downtime_ms=2_000, mode="wipe"),))
     sim = Simulation(config, plan=plan)
@@ -103,8 +107,16 @@ def test_inflated_rounds_do_not_mute_a_wiped_validator(monkeypatch: pytest.Monke
     """An inflate-round validator claims absurd rounds to everyone, including a node
     that restarts with a wiped disk: its guard counts certified rounds only, so it
     votes again. Under the old rule (claimed rounds counted) it stays mute."""
-    rounds, voted = _wiped_voter_run(old_guard=False, monkeypatch=monkeypatch)
-    assert voted > rounds - 5, (rounds, voted)
-    monkeypatch.undo()
-    rounds, voted = _wiped_voter_run(old_guard=True, monkeypatch=monkeypatch)
-    assert voted == 0, (rounds, voted)
+    # Whether the absurd claim lands among the first f+1 a wiped node hears depends on
+    # message order, so the old rule is shown muted on some seeds; the new one on none.
+    seeds = range(1, 9)
+    for seed in seeds:
+        rounds, voted = _wiped_voter_run(old_guard=False, monkeypatch=monkeypatch, seed=seed)
+        assert voted > rounds - 5, (seed, rounds, voted)
+    muted_before = []
+    for seed in seeds:
+        rounds, voted = _wiped_voter_run(old_guard=True, monkeypatch=monkeypatch, seed=seed)
+        monkeypatch.undo()
+        if voted == 0:
+            muted_before.append(seed)
+    assert muted_before, "the old rule was never fooled: the test no longer shows the attack"
