@@ -58,10 +58,13 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     """What the sweep keeps of one run."""
 
     seed: int
+    behaviour: str
+    """The Byzantine behaviour of the run (``none`` when it has no Byzantine validator)."""
     ok: bool
     progress: bool
     committed_height: int
     rounds: int
+    committed_fraction: float
     violations: tuple[str, ...]
     reproduce: str
     faults: dict[str, int]
@@ -73,10 +76,12 @@ def run_one(config: SimConfig) -> RunSummary:
     result = simulate(config)
     return RunSummary(
         seed=config.seed,
+        behaviour=config.behaviour if config.byzantine else "none",
         ok=result.ok,
         progress=result.committed_height > 0 and result.liveness_ok,
         committed_height=result.committed_height,
         rounds=result.rounds,
+        committed_fraction=result.committed_fraction,
         violations=tuple(f"{v.kind}: {v.detail}" for v in result.violations),
         reproduce=result.reproduce,
         faults=result.faults,
@@ -112,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed: list[RunSummary] = []
     faults: Counter[str] = Counter()
     blocks = 0
+    lowest: dict[str, float] = {}
     with Progress(
         TextColumn("[bold]sim sweep"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), console=console,
@@ -119,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = progress.add_task("sweep", total=len(configs), failed=0)
         for summary in run_sweep(configs, jobs=args.jobs):
             blocks += summary.committed_height
+            lowest[summary.behaviour] = min(lowest.get(summary.behaviour, 1.0), summary.committed_fraction)
             faults.update(summary.faults)
             if not (summary.ok and summary.progress):
                 failed.append(summary)
@@ -139,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{blocks} blocks committed; {elapsed_s:.0f} s with {args.jobs} job(s)"
     )
     console.print("faults injected: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
+    console.print("smallest committed fraction per behaviour: "
+                  + ", ".join(f"{k}={v:.3f}" for k, v in sorted(lowest.items())))
     return 1 if failed else 0
 
 
