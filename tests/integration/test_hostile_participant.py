@@ -38,7 +38,7 @@ from contracts import transactions as txs
 from node.devnet.localnet import LocalNet
 from node.ops import genesis as gen
 from node.ops.keys import load_key_file
-from tests.integration.cluster_util import free_base_port
+from tests.integration.cluster_util import free_base_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_hostile"), pytest.mark.timeout(420)]
 
@@ -66,17 +66,6 @@ def _request(url: str, body: bytes | None = None, content_type: str = "applicati
         return exc.code, body_out, dict(exc.headers)
     except (OSError, urllib.error.URLError):
         return 0, None, {}
-
-
-def wait_until(what: str, check: Any, *, timeout_s: float, poll_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 class Devnet:
