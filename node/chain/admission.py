@@ -21,7 +21,11 @@ Admission path (DESIGN §10), for a batch of raw transactions from the API:
 
 Transactions gossiped by peers go through 1–5 (no journal: the accepting node
 journals them and re-gossips its journal after a restart, so a 202 survives a
-kill -9 of the node that gave it). A journaled transaction that can no longer
+kill -9 of the node that gave it). Gossip reaches only the peers linked at that
+moment, so each newly linked peer is also sent every transaction this node accepted
+and has not yet seen committed (``send_pending_to``): what a node accepted while
+cut off, or re-admitted from its journal before its links came up, reaches the
+other validators and commits whoever leads. A journaled transaction that can no longer
 commit (expired, or rejected when re-admitted after a restart) is reported as
 ``failed`` with its code by ``tx_status``.
 """
@@ -274,6 +278,14 @@ class Admission:
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
+
+    def send_pending_to(self, peer: int) -> int:
+        """Send a newly linked peer every transaction this node accepted that is still pending."""
+        raws = [pooled.raw for h in self.admitted_at if (pooled := self.mempool.get(h)) is not None]
+        step = self.config.gossip_batch_txs
+        for i in range(0, len(raws), step):
+            self.transport.send(peer, FRAME_TXS, codec.encode(tuple(raws[i : i + step])))
+        return len(raws)
 
     async def _gossip_loop(self) -> None:
         while True:

@@ -142,7 +142,7 @@ class Transport:
         on_txs: Handler,
         on_sync_request: Handler,
         on_sync_response: Handler,
-        on_link_change: Callable[[], None] = lambda: None,
+        on_link_change: Callable[[int, bool], None] = lambda peer, up: None,
         drop_counter: Callable[[str], None] = lambda reason: None,
         max_bad_frames: int = 20,
     ) -> None:
@@ -347,7 +347,7 @@ class Transport:
         link = PeerLink(node_id=peer, ws=ws)
         self.links[peer] = link
         log.info("peer %d connected", peer)
-        self._on_link_change()
+        self._on_link_change(peer, True)
         writer = self._spawn(self._writer(link))
         try:
             async for msg in ws:
@@ -366,7 +366,7 @@ class Transport:
             writer.cancel()
             if self.links.get(peer) is link:
                 del self.links[peer]
-                self._on_link_change()
+                self._on_link_change(peer, False)
             with contextlib.suppress(Exception):
                 await ws.close()
             log.info("peer %d disconnected", peer)

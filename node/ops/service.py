@@ -121,8 +121,10 @@ class NodeService:
     def _validate(self, message: Message, sender: int) -> None:
         check_message(message, sender=sender, committee=self.driver.committee)
 
-    def _links_changed(self) -> None:
+    def _links_changed(self, peer: int, up: bool) -> None:
         self.metrics.peers.set(len(self.transport.connected()))
+        if up:
+            self.backend.send_pending_to(peer)
 
     # ------------------------------------------------------------------ apps
     def _api_app(self) -> web.Application:

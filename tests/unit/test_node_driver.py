@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from consensus import actions as act
@@ -24,31 +24,12 @@ from consensus.types import (
 )
 from contracts.transactions import Transfer, Tx, sign_tx
 from node.chain.admission import BoundedSet
-from node.chain.backend import Backend
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
-from node.chain.storage import Storage
-from node.ops import genesis as gen
-from node.ops.config import load_config
+from node.net.transport import FRAME_TXS
 from node.ops.keys import load_key_file
 from node.ops.metrics import NodeMetrics
-
-
-class FakeTransport:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.sent: list[tuple[int, int, bytes]] = []
-
-    def send(self, peer: int, kind: int, payload: bytes) -> bool:
-        self.log.append("send")
-        self.sent.append((peer, kind, payload))
-        return True
-
-    def broadcast(self, kind: int, payload: bytes) -> None:
-        self.log.append("broadcast")
-
-    def connected(self) -> list[int]:
-        return [1, 2, 3]
+from tests.unit.node_harness import RecordingTransport, make_node
 
 
 class FakeCore:
@@ -62,21 +43,8 @@ class FakeCore:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Any:
-    out = tmp_path / "net"
-    gen.generate_network(out, nodes=gen.parse_nodes("4"), base_port=7100)
-    home = out / "generator"
-    config = load_config(home, env={})
-    genesis = gen.load_genesis(out / "genesis.json")
-    storage = Storage.open(home / "data")
-    mempool = Mempool(capacity=100, account_limit=10)
-    metrics = NodeMetrics()
-    driver = Driver(config=config, genesis=genesis, signer=load_key_file(home / "validator_key.json").signer,
-                    storage=storage, mempool=mempool, metrics=metrics, verified=BoundedSet(1000), admitted_at={})
-    driver.load()
-    backend = Backend(config=config, genesis=genesis, storage=storage, mempool=mempool, metrics=metrics,
-                      driver=driver)
-    accounts = {a["name"]: a for a in json.loads((out / "accounts.json").read_text())}
-    return driver, backend, storage, accounts
+    n = make_node(tmp_path)
+    return n.driver, n.backend, n.storage, n.accounts
 
 
 def _transfer(accounts: dict[str, Any], chain_id: str, nonce: int, *, chain: str | None = None) -> bytes:
@@ -90,7 +58,7 @@ def _transfer(accounts: dict[str, Any], chain_id: str, nonce: int, *, chain: str
 async def test_safety_is_durable_before_the_vote_leaves(node: Any) -> None:
     driver, _backend, storage, _ = node
     log: list[str] = []
-    driver.transport = FakeTransport(log)
+    driver.transport = RecordingTransport(log=log)
     driver.core = FakeCore(genesis_qc(driver.genesis_block))
     real_save = storage.save_safety
 
@@ -119,7 +87,7 @@ def _sync(driver: Driver) -> Any:
 
 async def test_admission_then_commit_then_status(node: Any) -> None:
     driver, backend, storage, accounts = node
-    driver.transport = FakeTransport([])
+    driver.transport = RecordingTransport()
     backend.transport = driver.transport
     chain_id = driver.genesis.chain_id
     good = _transfer(accounts, chain_id, 1)
@@ -204,3 +172,43 @@ async def test_catch_up_refuses_blocks_whose_payload_does_not_match_tx_root(node
     # The same block with its real payload gets past that check (and fails on the QC here).
     assert "commit QC" in (driver._check_sync(response((b"tx",), (b"tx",))) or "")
     await storage.close()
+
+
+async def test_a_newly_linked_peer_gets_what_this_node_accepted_and_has_not_committed(node: Any) -> None:
+    """Gossip reaches only the peers linked at the time: transactions accepted while cut off
+    (or re-admitted from the journal before links came up) go to each peer that links later,
+    in gossip-sized batches; ones only relayed from peers, or already committed, do not."""
+    driver, backend, storage, accounts = node
+    transport = RecordingTransport()
+    driver.transport = backend.transport = transport
+    chain_id = driver.genesis.chain_id
+    mine = [_transfer(accounts, chain_id, n) for n in range(1, 6)]
+    backend.config = msgspec.structs.replace(backend.config, gossip_batch_txs=2)
+    backend.start()
+    try:
+        assert [r.code for r in await backend.submit(mine)] == [None] * 5
+        key = load_key_file(accounts["consumer-2"]["key_file"])
+        relayed = sign_tx(Tx(chain_id=chain_id, sender=key.address, public_key=key.public_key, nonce=1,
+                             expires_at_ms=int(time.time() * 1000) + 60_000,
+                             body=Transfer(to=accounts["consumer-1"]["address"], amount_u=1)), key.signer)
+        await backend.on_gossip(2, (relayed,))
+        assert len(driver.mempool) == 6
+        # The first transaction commits; the other four are still pending.
+        qc = genesis_qc(driver.genesis_block)
+        header = BlockHeader(epoch=0, round=1, height=1, parent_qc=qc, author=1,
+                             timestamp_ms=driver.genesis.genesis_time_ms + 1, tx_root=payload_root((mine[0],)),
+                             executed_height=0, executed_state_root=driver.exec.root)
+        block = Block(header=header, payload=(mine[0],))
+        driver._drop_committed_from_mempool((block,))
+        await driver.execute_blocks([block], qc)
+
+        assert backend.send_pending_to(3) == 4
+        batches = [codec.decode(payload, tuple[bytes, ...]) for _peer, _kind, payload in transport.sent]
+        assert {peer for peer, _, _ in transport.sent} == {3}
+        assert {kind for _, kind, _ in transport.sent} == {FRAME_TXS}
+        assert [len(b) for b in batches] == [2, 2]
+        assert sorted(raw for b in batches for raw in b) == sorted(mine[1:])
+    finally:
+        await backend.stop()
+        await driver.stop()
+        await storage.close()

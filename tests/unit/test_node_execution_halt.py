@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -17,26 +16,8 @@ from consensus.core import genesis_qc
 from consensus.types import Block, BlockHeader, payload_root
 from node.api.app import create_api_app
 from node.chain import execution as execution_mod
-from node.chain.admission import BoundedSet
-from node.chain.backend import Backend
 from node.chain.driver import Driver
-from node.chain.mempool import Mempool
-from node.chain.storage import Storage
-from node.ops import genesis as gen
-from node.ops.config import load_config
-from node.ops.keys import load_key_file
-from node.ops.metrics import NodeMetrics
-
-
-class Transport:
-    def send(self, peer: int, kind: int, payload: bytes) -> bool:
-        return True
-
-    def broadcast(self, kind: int, payload: bytes) -> None:
-        pass
-
-    def connected(self) -> list[int]:
-        return [1, 2, 3]
+from tests.unit.node_harness import RecordingTransport, make_node
 
 
 class CountingCore:
@@ -56,24 +37,11 @@ class CountingCore:
 
 @pytest.fixture
 async def node(tmp_path: Path) -> Any:
-    out = tmp_path / "net"
-    gen.generate_network(out, nodes=gen.parse_nodes("4"), base_port=7100)
-    home = out / "generator"
-    config = msgspec.structs.replace(load_config(home, env={}), max_execution_lag_blocks=4)
-    genesis = gen.load_genesis(out / "genesis.json")
-    storage = Storage.open(home / "data")
-    mempool = Mempool(capacity=100, account_limit=10)
-    metrics = NodeMetrics()
-    driver = Driver(config=config, genesis=genesis, signer=load_key_file(home / "validator_key.json").signer,
-                    storage=storage, mempool=mempool, metrics=metrics, verified=BoundedSet(1000), admitted_at={})
-    driver.load()
-    driver.transport = Transport()
-    backend = Backend(config=config, genesis=genesis, storage=storage, mempool=mempool, metrics=metrics,
-                      driver=driver)
-    backend.transport = driver.transport
-    yield driver, backend, storage
-    await driver.stop()
-    await storage.close()
+    n = make_node(tmp_path, max_execution_lag_blocks=4)
+    n.driver.transport = n.backend.transport = RecordingTransport()
+    yield n.driver, n.backend, n.storage
+    await n.driver.stop()
+    await n.storage.close()
 
 
 def _blocks(driver: Driver, heights: range) -> list[Block]:

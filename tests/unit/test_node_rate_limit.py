@@ -3,7 +3,6 @@ address and per unregistered sender, 429 rate_limited with Retry-After, bounded 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,11 @@ from consensus import codec, crypto
 from contracts.transactions import RegisterRequest, Transfer, Tx, sign_tx
 from node.api.app import create_api_app
 from node.api.rate_limit import RateLimiter, TokenBuckets, retry_after_header
-from node.chain.admission import BoundedSet
 from node.chain.backend import Backend
-from node.chain.driver import Driver
-from node.chain.mempool import Mempool
-from node.chain.storage import Storage
-from node.ops import genesis as gen
-from node.ops.config import NodeConfig, load_config
+from node.ops.config import NodeConfig
 from node.ops.keys import load_key_file
-from node.ops.metrics import NodeMetrics
 from tests.unit.api_memory_backend import MemoryBackend, addr, signed
+from tests.unit.node_harness import make_node
 
 
 class Clock:
@@ -100,28 +94,16 @@ async def test_the_api_answers_429_with_retry_after_per_client_address() -> None
 
 @pytest.fixture
 async def node(tmp_path: Path) -> Any:
-    out = tmp_path / "net"
-    gen.generate_network(out, nodes=gen.parse_nodes("4"), base_port=7100)
-    home = out / "generator"
-    config = msgspec.structs.replace(load_config(home, env={}), rate_limit_client_per_min=60,
-                                     rate_limit_client_burst=5)
-    genesis = gen.load_genesis(out / "genesis.json")
-    storage = Storage.open(home / "data")
-    mempool = Mempool(capacity=1000, account_limit=100)
-    metrics = NodeMetrics()
-    driver = Driver(config=config, genesis=genesis, signer=load_key_file(home / "validator_key.json").signer,
-                    storage=storage, mempool=mempool, metrics=metrics, verified=BoundedSet(1000), admitted_at={})
-    driver.load()
-    backend = Backend(config=config, genesis=genesis, storage=storage, mempool=mempool, metrics=metrics,
-                      driver=driver)
-    accounts = {a["name"]: a for a in json.loads((out / "accounts.json").read_text())}
+    n = make_node(tmp_path, capacity=1000, account_limit=100, rate_limit_client_per_min=60,
+                  rate_limit_client_burst=5)
+    backend = n.backend
     backend.start()
     async with TestClient(TestServer(create_api_app(backend, rate_limiter=backend.rate_limiter),
                                      host="127.0.0.1")) as client:
-        yield backend, client, accounts
+        yield backend, client, n.accounts
     await backend.stop()
-    await driver.stop()
-    await storage.close()
+    await n.driver.stop()
+    await n.storage.close()
 
 
 def _registration(backend: Backend, seed: bytes, *, expires_ms: int, nonce: int = 1) -> bytes:
