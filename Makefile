@@ -7,7 +7,6 @@ LOCK   := requirements/lock.txt
 # `make lock` runs this exact uv from its own venv (.tools/), never whatever uv is on PATH.
 UV_VERSION := 0.13.9
 TOOLS  := .tools
-UV_PIN := --generate-hashes --universal --python-version 3.11
 DEVNET_HOME ?= .devnet
 DEVNET_NODES ?= 4
 DEVNET_PORT ?= 7100
@@ -17,21 +16,23 @@ DEVNET_PORT ?= 7100
 install: $(STAMP)
 
 # Exactly the locked versions (hash-checked), then the project itself without touching them.
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) uv.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
 
-## Re-resolve requirements/lock.txt (runtime + dev + build backend) and its runtime subset
-## requirements/runtime.txt (the image's wheelhouse) from pyproject.toml's ranges.
+## Re-resolve uv.lock (the lock: runtime + dev + build backend, every platform) from
+## pyproject.toml's ranges, then export its pip-installable forms with hashes:
+## requirements/lock.txt (everything, what `make install` installs) and
+## requirements/runtime.txt (the runtime subset: the image's wheelhouse).
 lock:
 	test -x $(TOOLS)/bin/uv && $(TOOLS)/bin/uv --version | grep -q ' $(UV_VERSION) ' \
 		|| { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet 'uv==$(UV_VERSION)'; }
-	$(TOOLS)/bin/uv pip compile --quiet --upgrade pyproject.toml requirements/build.in --extra dev \
-		$(UV_PIN) -o $(LOCK)
-	$(TOOLS)/bin/uv pip compile --quiet pyproject.toml -c $(LOCK) $(UV_PIN) -o requirements/runtime.txt
+	$(TOOLS)/bin/uv lock --quiet --upgrade
+	$(TOOLS)/bin/uv export --quiet --frozen --no-emit-project --all-extras --all-groups -o $(LOCK)
+	$(TOOLS)/bin/uv export --quiet --frozen --no-emit-project --no-dev -o requirements/runtime.txt
 
 ## The command-line tools the deploy-file checks need (shellcheck, docker-compose, promtool).
 tools:

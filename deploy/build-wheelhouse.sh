@@ -8,7 +8,7 @@
 # (cp311 / manylinux), not for whatever Python runs this script.
 #
 # The dependency versions are exactly requirements/runtime.txt (the runtime subset
-# of requirements/lock.txt, with hashes; `make lock` regenerates both); pip checks
+# of the lock uv.lock, with hashes; `make lock` regenerates both); pip checks
 # every wheel's hash on download here and again on install in the image, which
 # installs the same file (copied into the wheelhouse as requirements.txt).
 #

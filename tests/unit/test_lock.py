@@ -1,6 +1,7 @@
-"""requirements/lock.txt pins every dependency (runtime, dev, build backend) with hashes;
-requirements/runtime.txt (the image's wheelhouse) is its runtime subset, pin for pin.
-`make lock` regenerates both; `make install` installs exactly the lock."""
+"""uv.lock is the lock: every dependency (runtime, dev, build backend) for every platform.
+requirements/lock.txt is its pip-installable export with hashes, and
+requirements/runtime.txt (the image's wheelhouse) the runtime subset, pin for pin.
+`make lock` regenerates all three; `make install` installs exactly the lock."""
 
 import importlib.metadata
 import pathlib
@@ -36,7 +37,9 @@ def requirement_names(specs: list[str]) -> set[str]:
     return {canonical(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]) for spec in specs}
 
 
-PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = PYPROJECT["project"]
+UV_LOCK = {canonical(p["name"]): p.get("version") for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
 RUNTIME = requirement_names(PROJECT["dependencies"])
 DEV = requirement_names(PROJECT["optional-dependencies"]["dev"])
 LOCK = parse(ROOT / "requirements" / "lock.txt")
@@ -50,9 +53,19 @@ CONDITIONAL = {
 
 
 def test_lock_pins_every_direct_dependency_and_the_build_backend_with_hashes() -> None:
-    assert RUNTIME | DEV | {"setuptools", "wheel"} <= set(LOCK)
+    build = requirement_names(PYPROJECT["dependency-groups"]["build"])
+    assert build == {"setuptools", "wheel"}
+    assert RUNTIME | DEV | build <= set(LOCK)
     unhashed = sorted(name for name, (_, hashes) in LOCK.items() if not hashes)
     assert unhashed == []
+
+
+def test_the_pip_export_is_uv_lock_pin_for_pin() -> None:
+    differing = {name: (version, UV_LOCK.get(name)) for name, (version, _) in LOCK.items()
+                 if UV_LOCK.get(name) != version}
+    assert differing == {}, "requirements/lock.txt disagrees with uv.lock; run `make lock`"
+    missing = set(UV_LOCK) - set(LOCK) - {"gridchain"} - CONDITIONAL
+    assert missing == set(), "uv.lock has packages the export lacks; run `make lock`"
 
 
 def test_runtime_file_is_the_runtime_subset_of_the_lock() -> None:
