@@ -1,0 +1,424 @@
+"""State sync, both sides: offer certified state snapshots in chunks to peers, and start an
+empty or far-behind node from one instead of replaying every block from genesis.
+
+Theory of operation
+-------------------
+Every ``contracts.state.CHECKPOINT_EVERY`` blocks the state root commits to the whole
+state: it is ``checkpoint_root(height, bytes)`` over the ``encode_state`` bytes the
+execution pipeline stores as that height's snapshot (``node.chain.storage``). Those
+bytes are what is served, cut into ``CHUNK_BYTES`` chunks.
+
+Serving: ``ListSnapshots`` is answered with the stored checkpoints (``SnapshotInfo``:
+height, state root, size, the SHA-256 of every chunk, and the header of the block of
+that height); ``GetChunk`` with one chunk read straight from SQLite.
+
+Restoring (``config.state_sync``, ``gridchain node --state-sync``): before its first
+catch-up, a node asks every linked peer for its snapshots and tries the highest one
+at least ``MIN_GAP_BLOCKS`` above its executed height, peer by peer:
+
+1. the offer is bounded (a checkpoint height, at most ``MAX_CHUNKS`` chunks, one
+   32-byte hash per chunk, the header of that height);
+2. the proof: committed blocks above the snapshot, fetched with the ordinary
+   ``SyncRequest``, must link by hash to the offered header and end at a block whose
+   commit QC verifies against the validator set (``check_proof``); some of them must
+   name an ``executed_height`` at or above the snapshot's (``executed_state_root`` is
+   the root their proposer executed, and honest voters compare it with theirs);
+3. every chunk must have its advertised length and hash; the whole must hash to the
+   advertised root (``checkpoint_root``), which binds the chunk list to the root;
+4. the decoded state (same genesis, same height) executes the proof blocks, and the
+   root of every height a proof block names must equal the certified one.
+
+Only then is anything stored, in one SQLite transaction: the snapshot, the executed
+proof blocks with their commit QC, and the snapshot's header (``statesync_base``, so
+the node can offer the snapshot in turn). Any failure refuses the offer (logged,
+``gridchain_peer_messages_dropped_total{reason="bad_snapshot"}``) and changes nothing;
+the node tries the next offer, and without one it replays blocks from genesis as
+before. The ordinary catch-up (``node.net.sync``) then follows the chain. Blocks
+below the snapshot are not stored: the API answers ``pruned`` for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from consensus import codec
+from consensus.committee import Committee
+from consensus.leader import CreditSnapshot
+from consensus.types import Block, BlockHeader, QuorumCert, block_id, payload_root
+from consensus.validation import InvalidMessage, check_qc
+from contracts.state import checkpoint_root, is_checkpoint, restore_checkpoint
+from node.chain.execution import ExecutionState
+from node.net.sync import SYNC_BATCH_BLOCKS, SYNC_TIMEOUT_S
+from node.net.transport import FRAME_SYNC_REQUEST, SyncRequest, SyncResponse
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from contracts.genesis import Genesis
+    from node.chain.execution import Executed, ExecutionHalt
+    from node.chain.storage import Storage
+    from node.ops.config import NodeConfig
+    from node.ops.metrics import NodeMetrics
+
+log = logging.getLogger("gridchain.statesync")
+
+FRAME_STATESYNC_REQUEST = 5
+FRAME_STATESYNC_RESPONSE = 6
+
+CHUNK_BYTES = 1 << 20
+"""Size of every chunk but the last."""
+MAX_CHUNKS = 4_096
+"""Largest snapshot accepted: ``MAX_CHUNKS * CHUNK_BYTES`` (4 GiB)."""
+MAX_OFFERS = 4
+"""Most snapshots one peer may offer at once."""
+MIN_GAP_BLOCKS = 256
+"""State sync only when a snapshot is at least this many blocks above the executed height."""
+OFFER_WAIT_S = 2.0
+CHUNK_TIMEOUT_S = 10.0
+MAX_PROOF_BATCHES = 2
+"""Sync responses fetched at most to find a block that names the snapshot's height or later."""
+BASE_KEY = "statesync_base"
+"""``meta`` key: the header of the snapshot a state-synced node started from."""
+
+
+class ListSnapshots(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="list_snapshots"):
+    """Ask a peer which snapshots it serves."""
+
+
+class GetChunk(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="get_chunk"):
+    height: int
+    index: int
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    height: int
+    state_root: bytes
+    size: int
+    chunk_hashes: tuple[bytes, ...]
+    """SHA-256 of each ``CHUNK_BYTES`` slice of the snapshot bytes, in order."""
+    header: BlockHeader
+    """The header of the block of ``height``: the proof blocks link to it."""
+
+
+class SnapshotList(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="snapshot_list"):
+    snapshots: tuple[SnapshotInfo, ...]
+
+
+class Chunk(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="chunk"):
+    height: int
+    index: int
+    data: bytes
+    """Empty when the peer does not have it."""
+
+
+StateSyncRequest = ListSnapshots | GetChunk
+StateSyncResponse = SnapshotList | Chunk
+
+
+class SnapshotRefused(Exception):
+    """A snapshot offer (or its proof or chunks) failed verification; nothing was stored."""
+
+
+# ---------------------------------------------------------------------- checks (pure)
+def chunk_hashes(data: bytes) -> tuple[bytes, ...]:
+    return tuple(hashlib.sha256(data[i : i + CHUNK_BYTES]).digest() for i in range(0, len(data), CHUNK_BYTES))
+
+
+def check_offer(info: SnapshotInfo) -> None:
+    if not is_checkpoint(info.height):
+        raise SnapshotRefused(f"height {info.height} is not a checkpoint")
+    if info.header.height != info.height or len(info.state_root) != codec.DIGEST_SIZE:
+        raise SnapshotRefused("header or state root does not fit the offer")
+    if not 0 < info.size <= MAX_CHUNKS * CHUNK_BYTES:
+        raise SnapshotRefused(f"oversized: {info.size} bytes (at most {MAX_CHUNKS * CHUNK_BYTES})")
+    if len(info.chunk_hashes) != -(-info.size // CHUNK_BYTES):
+        raise SnapshotRefused(f"{len(info.chunk_hashes)} chunk hashes for {info.size} bytes")
+    if any(len(h) != codec.DIGEST_SIZE for h in info.chunk_hashes):
+        raise SnapshotRefused("a chunk hash is not 32 bytes")
+
+
+def check_chunk(info: SnapshotInfo, index: int, data: bytes) -> None:
+    expected = min(CHUNK_BYTES, info.size - index * CHUNK_BYTES)
+    if len(data) != expected:
+        raise SnapshotRefused(f"chunk {index}: {len(data)} bytes, expected {expected}")
+    if hashlib.sha256(data).digest() != info.chunk_hashes[index]:
+        raise SnapshotRefused(f"chunk {index} does not match its advertised hash")
+
+
+def check_snapshot(info: SnapshotInfo, data: bytes) -> None:
+    if checkpoint_root(info.height, data) != info.state_root:
+        raise SnapshotRefused("the snapshot bytes do not hash to the advertised state root")
+
+
+def check_proof(header: BlockHeader, blocks: Sequence[Block], commit_qc: QuorumCert | None,
+                committee: Committee) -> None:
+    """``blocks`` extend ``header`` by hash, carry their payloads, and ``commit_qc`` (a QC of
+    the next round) commits the last one, verified against ``committee``."""
+    if not blocks or commit_qc is None:
+        raise SnapshotRefused("the peer sent no committed blocks above its snapshot")
+    parent_id, parent_height = block_id(header), header.height
+    for block in blocks:
+        if block.height != parent_height + 1 or block.parent_id != parent_id:
+            raise SnapshotRefused(f"block {block.height} does not extend the snapshot's chain")
+        if block.header.tx_root != payload_root(block.payload):
+            raise SnapshotRefused(f"payload of height {block.height} does not match its tx_root")
+        parent_id, parent_height = block_id(block.header), block.height
+    last, data = blocks[-1], commit_qc.vote_data
+    if data.parent_id != parent_id or data.parent_round != last.round or data.round != last.round + 1:
+        raise SnapshotRefused("the commit QC does not commit the last block")
+    try:
+        check_qc(commit_qc, committee=committee)
+    except InvalidMessage as exc:
+        raise SnapshotRefused(f"bad commit QC: {exc}") from exc
+
+
+def certified_claims(height: int, blocks: Sequence[Block]) -> list[tuple[int, bytes]]:
+    """``(executed_height, executed_state_root)`` the proof blocks name at or above ``height``."""
+    return [(b.header.executed_height, b.header.executed_state_root) for b in blocks
+            if b.header.executed_height >= height]
+
+
+def check_roots(claims: Sequence[tuple[int, bytes]], roots: dict[int, bytes]) -> None:
+    for height, root in claims:
+        if roots.get(height) != root:
+            raise SnapshotRefused(f"the state root of height {height} is not the certified one")
+
+
+@dataclass
+class _Session:
+    offers: dict[int, tuple[SnapshotInfo, ...]] = field(default_factory=dict)
+    collecting: bool = False
+    chunk_waiter: asyncio.Future[bytes] | None = None
+    chunk_want: tuple[int, int, int] = (-1, -1, -1)
+    served: dict[int, SnapshotInfo] = field(default_factory=dict)
+    """Offers this node computed, by height (chunk hashes cost a pass over the snapshot)."""
+
+
+class StateSync:
+    """The state-sync half of ``node.chain.driver.Driver`` (a mixin over the driver's fields)."""
+
+    config: NodeConfig
+    genesis: Genesis
+    storage: Storage
+    metrics: NodeMetrics
+    committee: Committee
+    transport: Any
+    exec: ExecutionState | None
+    halted: ExecutionHalt | None
+    exec_pool: ThreadPoolExecutor
+    state_idle: asyncio.Event
+    _exec_lock: asyncio.Lock
+    _sync_waiter: asyncio.Future[SyncResponse] | None
+    _stopped: bool
+    _ss_session: _Session | None = None
+
+    if TYPE_CHECKING:
+        def _apply_all(self, blocks: list[Block], snapshot_every: int) -> tuple[list[Executed], Any]: ...
+        def _announce(self, item: Executed) -> None: ...
+        def _halt(self, height: int, what: str, exc: Exception) -> None: ...
+
+    def _ss(self) -> _Session:
+        if self._ss_session is None:
+            self._ss_session = _Session()
+        return self._ss_session
+
+    # ------------------------------------------------------------------ serving peers
+    def on_statesync_request(self, peer: int, request: StateSyncRequest) -> Any:
+        if isinstance(request, ListSnapshots):
+            return self._offer(peer)
+        data = b""
+        if 0 <= request.index < MAX_CHUNKS and is_checkpoint(request.height):
+            data = self.storage.snapshot_slice(request.height, request.index * CHUNK_BYTES, CHUNK_BYTES) or b""
+        chunk = Chunk(height=request.height, index=request.index, data=data)
+        self.transport.send(peer, FRAME_STATESYNC_RESPONSE, codec.encode(chunk))
+        return None
+
+    def pruned_height(self) -> int:
+        """Blocks at or below this height were never stored here (the node started from a snapshot)."""
+        base = self.storage.load_meta(BASE_KEY)
+        return 0 if base is None else codec.decode(base, BlockHeader).height
+
+    def _header_at(self, height: int) -> BlockHeader | None:
+        stored = self.storage.block(height)
+        if stored is not None:
+            return codec.decode(stored.block_bytes, Block).header
+        base = self.storage.load_meta(BASE_KEY)
+        header = None if base is None else codec.decode(base, BlockHeader)
+        return header if header is not None and header.height == height else None
+
+    def _hash_chunks(self, height: int, size: int) -> tuple[bytes, ...] | None:
+        out = []
+        for offset in range(0, size, CHUNK_BYTES):
+            data = self.storage.snapshot_slice(height, offset, CHUNK_BYTES)
+            if data is None:
+                return None
+            out.append(hashlib.sha256(data).digest())
+        return tuple(out)
+
+    async def _offer(self, peer: int) -> None:
+        session, infos = self._ss(), []
+        for height, root, size in self.storage.checkpoints()[:MAX_OFFERS]:
+            info = session.served.get(height)
+            if info is None or info.state_root != root:
+                header = self._header_at(height)
+                if header is None or not 0 < size <= MAX_CHUNKS * CHUNK_BYTES:
+                    continue
+                hashes = await asyncio.to_thread(self._hash_chunks, height, size)
+                if hashes is None:
+                    continue
+                info = SnapshotInfo(height=height, state_root=root, size=size, chunk_hashes=hashes, header=header)
+                session.served = {h: i for h, i in session.served.items() if h >= height - 4 * MIN_GAP_BLOCKS}
+                session.served[height] = info
+            infos.append(info)
+        self.transport.send(peer, FRAME_STATESYNC_RESPONSE, codec.encode(SnapshotList(snapshots=tuple(infos))))
+
+    def on_statesync_response(self, peer: int, response: StateSyncResponse) -> None:
+        session = self._ss()
+        if isinstance(response, SnapshotList):
+            if session.collecting:
+                session.offers[peer] = response.snapshots
+            return
+        waiter = session.chunk_waiter
+        if waiter is not None and not waiter.done() and session.chunk_want == (peer, response.height, response.index):
+            waiter.set_result(response.data)
+
+    # ------------------------------------------------------------------ restoring
+    async def _state_sync(self) -> bool:
+        """Start from the best verified peer snapshot; False when there is none to use."""
+        if not self.config.state_sync or self.exec is None or self.halted is not None:
+            return False
+        loop, session = asyncio.get_running_loop(), self._ss()
+        deadline = loop.time() + 3.0
+        while len(self.transport.connected()) < self.committee.quorum - 1 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        peers = self.transport.connected()
+        session.offers, session.collecting = {}, True
+        for peer in peers:
+            self.transport.send(peer, FRAME_STATESYNC_REQUEST, codec.encode(ListSnapshots()))
+        deadline = loop.time() + OFFER_WAIT_S
+        while len(session.offers) < len(peers) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        session.collecting = False
+        floor = self.exec.height + MIN_GAP_BLOCKS
+        candidates = sorted(((info.height, peer, info) for peer, infos in session.offers.items()
+                             for info in infos[:MAX_OFFERS] if info.height >= floor),
+                            key=lambda c: (-c[0], c[1]))
+        refused: set[int] = set()
+        for height, peer, info in candidates:
+            if peer in refused or self._stopped:
+                continue
+            started = time.monotonic()
+            try:
+                blocks = await self._restore(peer, info)
+            except SnapshotRefused as exc:
+                refused.add(peer)
+                self.metrics.dropped.labels(reason="bad_snapshot").inc()
+                log.warning("state sync: snapshot %d from peer %d refused: %s", height, peer, exc)
+                continue
+            except TimeoutError:
+                log.warning("state sync: peer %d timed out serving snapshot %d", peer, height)
+                continue
+            log.info("state sync: restored height %d from peer %d (%d bytes, %d chunks) and executed %d "
+                     "blocks above it in %.1f s", height, peer, info.size, len(info.chunk_hashes), blocks,
+                     time.monotonic() - started)
+            return True
+        if self.exec.height == 0:
+            log.info("state sync: no usable snapshot at or above height %d; replaying blocks from genesis", floor)
+        return False
+
+    async def _ask_sync(self, peer: int, from_height: int) -> SyncResponse:
+        self._sync_waiter = asyncio.get_running_loop().create_future()
+        try:
+            self.transport.send(peer, FRAME_SYNC_REQUEST,
+                                codec.encode(SyncRequest(from_height=from_height, count=SYNC_BATCH_BLOCKS)))
+            return await asyncio.wait_for(self._sync_waiter, SYNC_TIMEOUT_S)
+        finally:
+            self._sync_waiter = None
+
+    async def _fetch_proof(self, peer: int, info: SnapshotInfo) -> tuple[list[Block], QuorumCert]:
+        blocks: list[Block] = []
+        parent = info.header
+        for _ in range(MAX_PROOF_BATCHES):
+            response = await self._ask_sync(peer, parent.height + 1)
+            check_proof(parent, response.blocks, response.commit_qc, self.committee)
+            assert response.commit_qc is not None
+            blocks.extend(response.blocks)
+            if certified_claims(info.height, response.blocks):
+                return blocks, response.commit_qc
+            parent = blocks[-1].header
+        raise SnapshotRefused(f"no committed block above it names an executed height of {info.height} or later")
+
+    async def _fetch_chunks(self, peer: int, info: SnapshotInfo) -> bytes:
+        loop, session = asyncio.get_running_loop(), self._ss()
+        data = bytearray()
+        for index in range(len(info.chunk_hashes)):
+            session.chunk_waiter = loop.create_future()
+            session.chunk_want = (peer, info.height, index)
+            try:
+                self.transport.send(peer, FRAME_STATESYNC_REQUEST,
+                                    codec.encode(GetChunk(height=info.height, index=index)))
+                chunk = await asyncio.wait_for(session.chunk_waiter, CHUNK_TIMEOUT_S)
+            finally:
+                session.chunk_waiter = None
+            check_chunk(info, index, chunk)
+            data += chunk
+        return bytes(data)
+
+    async def _restore(self, peer: int, info: SnapshotInfo) -> int:
+        """Verify and install ``info`` from ``peer``; the number of proof blocks executed."""
+        check_offer(info)
+        blocks, commit_qc = await self._fetch_proof(peer, info)
+        claims = certified_claims(info.height, blocks)
+        check_roots([c for c in claims if c[0] == info.height], {info.height: info.state_root})
+        data = await self._fetch_chunks(peer, info)
+        await asyncio.to_thread(check_snapshot, info, data)
+        async with self._exec_lock:
+            return await self._install(info, data, blocks, commit_qc, claims)
+
+    async def _install(self, info: SnapshotInfo, data: bytes, blocks: list[Block], commit_qc: QuorumCert,
+                       claims: list[tuple[int, bytes]]) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            state = await loop.run_in_executor(self.exec_pool, restore_checkpoint, info.height, data)
+        except codec.CodecError as exc:
+            raise SnapshotRefused(f"the snapshot does not decode: {exc}") from exc
+        if state.genesis != self.genesis or state.meta.height != info.height:
+            raise SnapshotRefused("the snapshot is of another chain or height")
+        root, hid = state.root, block_id(info.header)
+        previous = self.exec
+        self.exec = ExecutionState(state=state, height=info.height, root=root, last_block=Block(header=info.header),
+                                   last_block_id=hid, history=[CreditSnapshot(round=info.header.round, block_id=hid,
+                                                                              credit=state.credit)])
+        self.state_idle.clear()
+        try:
+            done, snapshot = await loop.run_in_executor(self.exec_pool, self._apply_all, blocks,
+                                                        self.config.snapshot_every_blocks)
+            check_roots(claims, {info.height: root} | {d.block.height: d.state_root for d in done})
+        except Exception as exc:
+            self.exec = previous
+            if isinstance(exc, SnapshotRefused):
+                raise
+            raise SnapshotRefused(f"executing the blocks above it failed: {exc!r}") from exc
+        finally:
+            self.state_idle.set()
+        self.exec.remember(info.height, root)
+        keep = snapshot if snapshot is not None and is_checkpoint(snapshot[0]) else (info.height, data, root)
+        try:
+            await self.storage.store_committed(
+                [d.record for d in done], commit_qc=commit_qc, snapshot=keep,
+                extra_meta=[("credit_history", codec.encode(tuple(self.exec.history))),
+                            (BASE_KEY, codec.encode(info.header))])
+        except Exception as exc:
+            self._halt(blocks[0].height, "storing", exc)  # memory is ahead of disk: stop, loudly
+            return 0
+        for item in done:
+            self._announce(item)
+        return len(done)
