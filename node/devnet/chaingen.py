@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from consensus import codec, crypto
 from consensus.types import Block, BlockHeader, QuorumCert, VoteData, block_id, payload_root
 from contracts.transactions import Transfer, Tx, sign_tx

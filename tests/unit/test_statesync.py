@@ -15,7 +15,7 @@ import pytest
 
 from consensus import codec
 from consensus.types import Block, QuorumCert
-from contracts.state import checkpoint_root, decode_state, encode_state, is_checkpoint
+from contracts.state import checkpoint_root, decode_state, encode_state
 from node.chain.admission import BoundedSet
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
@@ -235,7 +235,7 @@ def _oversized(kind: int, value: Any) -> Any:
 def _bad_commit_qc(kind: int, value: Any) -> Any:
     if isinstance(value, SyncResponse) and value.commit_qc is not None:
         qc = value.commit_qc
-        forged = msgspec.structs.replace(qc, signatures=(bytes(64),) + qc.signatures[1:])
+        forged = msgspec.structs.replace(qc, signatures=(bytes(64), *qc.signatures[1:]))
         return msgspec.structs.replace(value, commit_qc=forged)
     return value
 
