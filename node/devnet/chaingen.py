@@ -10,7 +10,10 @@ saved as pending in every home, so the network resumes on top of it when started
 
 ``python -m node.devnet.chaingen --out DIR --blocks N [--nodes 4] [--homes 3]`` generates
 the network in ``DIR`` with its genesis time far enough in the past, builds ``N`` blocks
-into the first ``--homes`` validator homes and leaves the others empty.
+into the first ``--homes`` validator homes and leaves the others empty. ``--measure``
+(or ``--measure-only`` on an existing ``DIR``) then starts the other nodes and times the
+last one, from an empty data directory to ``/readyz`` 200, with state sync and with
+replay from genesis (``docs/STATESYNC.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from node.chain.admission import BoundedSet
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import DB_FILE, Storage
+from node.devnet.localnet import LocalNet
 from node.ops import genesis as gen
 from node.ops.config import GENESIS_FILE, KEY_FILE, data_path, load_config
 from node.ops.keys import load_key_file
@@ -138,7 +142,10 @@ async def build_chain(net_dir: Path, blocks: int, *, homes: int, txs_per_block: 
     node_homes = [Path(n["home"]) for n in network["nodes"]]
     signers = [load_key_file(h / KEY_FILE).signer for h in node_homes]
     accounts = json.loads((net_dir / "accounts.json").read_text())
-    senders = [load_key_file(Path(a["key_file"])) for a in accounts if a["role"] in ("consumer", "prosumer")]
+    # The bench accounts when there are any (the demo accounts stay untouched for live tests).
+    wanted = [a for a in accounts if a["name"].startswith("bench-")] or [
+        a for a in accounts if a["role"] in ("consumer", "prosumer")]
+    senders = [load_key_file(Path(a["key_file"])) for a in wanted]
     driver = open_driver(node_homes[0])
     builder = ChainBuilder(driver, signers, senders, interval_ms=interval_ms, txs_per_block=txs_per_block)
     step = 1_000
@@ -176,6 +183,27 @@ def generate(out: Path, *, nodes: int, blocks: int, interval_ms: int, base_port:
                          force=True)
 
 
+def time_new_node(net_dir: Path, *, node: int, state_sync: bool, timeout_s: float = 7_200.0) -> dict[str, Any]:
+    """Start the network's other nodes (if not running), then node ``node`` from an empty data
+    directory, with or without state sync; the seconds until its ``/readyz`` answers 200."""
+    net = LocalNet(net_dir, env={"GRIDCHAIN_STATE_SYNC": "1" if state_sync else "0"})
+    others = [i for i in range(len(net.nodes)) if i != node]
+    try:
+        for i in others:
+            net.start(i)
+        net.wait_ready(others, timeout_s=600)
+        shutil.rmtree(net.home(node) / "data", ignore_errors=True)
+        head = max(net.height(i) for i in others)
+        started = time.monotonic()
+        net.start(node)
+        net.wait_ready([node], timeout_s=timeout_s)
+        seconds = time.monotonic() - started
+        return {"state_sync": state_sync, "chain_height": head, "ready_s": round(seconds, 1),
+                "height_when_ready": net.height(node)}
+    finally:
+        net.stop_all()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.devnet.chaingen", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -186,7 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=200, help="funded bench accounts in genesis")
     parser.add_argument("--interval-ms", type=int, default=50, help="block time step")
     parser.add_argument("--base-port", type=int, default=7100)
+    parser.add_argument("--measure", action="store_true",
+                        help="then time a new node (the last one) with state sync and with replay")
+    parser.add_argument("--measure-only", action="store_true", help="time an already generated --out")
     args = parser.parse_args(argv)
+    if args.measure_only:
+        for state_sync in (True, False):
+            print(json.dumps(time_new_node(args.out, node=args.nodes - 1, state_sync=state_sync)), flush=True)
+        return 0
     generate(args.out, nodes=args.nodes, blocks=args.blocks, interval_ms=args.interval_ms,
              base_port=args.base_port, accounts=args.accounts)
     started = time.monotonic()
@@ -198,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             interval_ms=args.interval_ms, progress=say))
     print(json.dumps({"blocks": args.blocks, "seconds": round(time.monotonic() - started, 1),
                       "homes_with_chain": args.homes}), flush=True)
+    if args.measure:
+        for state_sync in (True, False):
+            print(json.dumps(time_new_node(args.out, node=args.nodes - 1, state_sync=state_sync)), flush=True)
     return 0
 
 
