@@ -20,13 +20,15 @@ at least ``MIN_GAP_BLOCKS`` above its executed height, peer by peer:
    32-byte hash per chunk, the header of that height);
 2. the proof: committed blocks above the snapshot, fetched with the ordinary
    ``SyncRequest``, must link by hash to the offered header and end at a block whose
-   commit QC verifies against the validator set (``check_proof``); some of them must
-   name an ``executed_height`` at or above the snapshot's (``executed_state_root`` is
-   the root their proposer executed, and honest voters compare it with theirs);
+   commit QC verifies against the validator set (``check_proof``); blocks of at least
+   f+1 distinct proposers must name an ``executed_height`` at or above the snapshot's
+   (``executed_state_root``: the root the proposer executed; one of them is honest);
 3. every chunk must have its advertised length and hash; the whole must hash to the
    advertised root (``checkpoint_root``), which binds the chunk list to the root;
 4. the decoded state (same genesis, same height) executes the proof blocks, and the
-   root of every height a proof block names must equal the certified one.
+   root of every height a proof block names must equal the one it names. Roots chain
+   (each folds in the previous one), so reaching an honest proposer's root from these
+   bytes proves they are the state the chain committed to.
 
 Only then is anything stored, in one SQLite transaction: the snapshot, the executed
 proof blocks with their commit QC, and the snapshot's header (``statesync_base``, so
@@ -83,7 +85,9 @@ MIN_GAP_BLOCKS = 256
 """State sync only when a snapshot is at least this many blocks above the executed height."""
 OFFER_WAIT_S = 2.0
 CHUNK_TIMEOUT_S = 10.0
-MAX_PROOF_BATCHES = 2
+CHUNKS_PER_PEER_PER_S = 32
+"""Most chunks served to one peer per second (a restoring node asks one at a time)."""
+MAX_PROOF_BATCHES = 4
 """Sync responses fetched at most to find a block that names the snapshot's height or later."""
 BASE_KEY = "statesync_base"
 """``meta`` key: the header of the snapshot a state-synced node started from."""
@@ -180,16 +184,27 @@ def check_proof(header: BlockHeader, blocks: Sequence[Block], commit_qc: QuorumC
         raise SnapshotRefused(f"bad commit QC: {exc}") from exc
 
 
-def certified_claims(height: int, blocks: Sequence[Block]) -> list[tuple[int, bytes]]:
-    """``(executed_height, executed_state_root)`` the proof blocks name at or above ``height``."""
-    return [(b.header.executed_height, b.header.executed_state_root) for b in blocks
+Claim = tuple[int, int, bytes]
+"""(author, executed_height, executed_state_root) of one committed block above the snapshot."""
+
+
+def certified_claims(height: int, blocks: Sequence[Block]) -> list[Claim]:
+    """What the committed proof blocks' authors say they executed, at or above ``height``."""
+    return [(b.header.author, b.header.executed_height, b.header.executed_state_root) for b in blocks
             if b.header.executed_height >= height]
 
 
-def check_roots(claims: Sequence[tuple[int, bytes]], roots: dict[int, bytes]) -> None:
-    for height, root in claims:
+def vouched(claims: Sequence[Claim], f: int) -> bool:
+    """At least f+1 distinct proposers make claims: one of them is honest, and an honest
+    proposer names only a root it executed itself."""
+    return len({author for author, _, _ in claims}) >= f + 1
+
+
+def check_roots(claims: Sequence[Claim], roots: dict[int, bytes]) -> None:
+    for author, height, root in claims:
         if roots.get(height) != root:
-            raise SnapshotRefused(f"the state root of height {height} is not the certified one")
+            raise SnapshotRefused(f"the state root of height {height} is not the certified one "
+                                  f"(named by validator {author})")
 
 
 @dataclass
@@ -198,6 +213,8 @@ class _Session:
     collecting: bool = False
     chunk_waiter: asyncio.Future[bytes] | None = None
     chunk_want: tuple[int, int, int] = (-1, -1, -1)
+    chunk_times: dict[int, list[float]] = field(default_factory=dict)
+    """When each peer was last served chunks (the serving budget)."""
     served: dict[int, SnapshotInfo] = field(default_factory=dict)
     """Offers this node computed, by height (chunk hashes cost a pass over the snapshot)."""
 
@@ -234,7 +251,12 @@ class StateSync:
     def on_statesync_request(self, peer: int, request: StateSyncRequest) -> Any:
         if isinstance(request, ListSnapshots):
             return self._offer(peer)
-        data = b""
+        data, session, now = b"", self._ss(), time.monotonic()
+        served = [t for t in session.chunk_times.get(peer, []) if t > now - 1.0]
+        if len(served) >= CHUNKS_PER_PEER_PER_S:  # a peer that asks faster than it reads: not served
+            self.metrics.dropped.labels(reason="bad_snapshot").inc()
+            return None
+        session.chunk_times[peer] = [*served, now]
         if 0 <= request.index < MAX_CHUNKS and is_checkpoint(request.height):
             data = self.storage.snapshot_slice(request.height, request.index * CHUNK_BYTES, CHUNK_BYTES) or b""
         chunk = Chunk(height=request.height, index=request.index, data=data)
@@ -351,10 +373,11 @@ class StateSync:
             check_proof(parent, response.blocks, response.commit_qc, self.committee)
             assert response.commit_qc is not None
             blocks.extend(response.blocks)
-            if certified_claims(info.height, response.blocks):
+            if vouched(certified_claims(info.height, blocks), self.committee.f):
                 return blocks, response.commit_qc
             parent = blocks[-1].header
-        raise SnapshotRefused(f"no committed block above it names an executed height of {info.height} or later")
+        raise SnapshotRefused(f"fewer than f+1 proposers of committed blocks above it name an executed height "
+                              f"of {info.height} or later")
 
     async def _fetch_chunks(self, peer: int, info: SnapshotInfo) -> bytes:
         loop, session = asyncio.get_running_loop(), self._ss()
@@ -377,14 +400,14 @@ class StateSync:
         check_offer(info)
         blocks, commit_qc = await self._fetch_proof(peer, info)
         claims = certified_claims(info.height, blocks)
-        check_roots([c for c in claims if c[0] == info.height], {info.height: info.state_root})
+        check_roots([c for c in claims if c[1] == info.height], {info.height: info.state_root})
         data = await self._fetch_chunks(peer, info)
         await asyncio.to_thread(check_snapshot, info, data)
         async with self._exec_lock:
             return await self._install(info, data, blocks, commit_qc, claims)
 
     async def _install(self, info: SnapshotInfo, data: bytes, blocks: list[Block], commit_qc: QuorumCert,
-                       claims: list[tuple[int, bytes]]) -> int:
+                       claims: list[Claim]) -> int:
         loop = asyncio.get_running_loop()
         try:
             state = await loop.run_in_executor(self.exec_pool, restore_checkpoint, info.height, data)

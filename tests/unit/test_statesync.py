@@ -304,9 +304,9 @@ async def test_a_later_certified_root_is_checked_by_executing_up_to_it(network: 
     later = server.storage.block(280)
     assert later is not None
     with pytest.raises(ss.SnapshotRefused, match="height 280 is not the certified one"):
-        await client._install(info, data, blocks, found[1], [(280, bytes(32))])
+        await client._install(info, data, blocks, found[1], [(1, 280, bytes(32))])
     _nothing_stored(client)
-    assert await client._install(info, data, blocks, found[1], [(280, later.state_root)]) == len(blocks)
+    assert await client._install(info, data, blocks, found[1], [(1, 280, later.state_root)]) == len(blocks)
     assert client.exec is not None and client.exec.height == found[0]
     assert client.storage.block(found[0]).state_root == server.storage.block(found[0]).state_root  # type: ignore[union-attr]
     await _close(server, client)
@@ -324,3 +324,10 @@ async def test_without_an_offer_the_node_replays_from_genesis(network: Path, tmp
     assert await client._state_sync() is False  # the peer has no snapshot
     _nothing_stored(client)
     await _close(server, client, empty)
+
+
+def test_claims_count_only_when_f_plus_one_proposers_make_them() -> None:
+    root = bytes(32)
+    assert not ss.vouched([(2, 256, root)] * 10, f=1)  # one proposer, however often: maybe the Byzantine one
+    assert ss.vouched([(2, 256, root), (0, 257, root)], f=1)
+    assert ss.vouched([(0, 256, root)], f=0)
