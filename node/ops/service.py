@@ -37,7 +37,7 @@ from node.chain.backend import Backend
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage
-from node.net.statesync import (
+from node.net.snapshots import (
     FRAME_STATESYNC_REQUEST,
     FRAME_STATESYNC_RESPONSE,
     StateSyncRequest,

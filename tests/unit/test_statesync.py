@@ -21,7 +21,7 @@ from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage
 from node.devnet import chaingen
-from node.net import statesync as ss
+from node.net import snapshots as sp
 from node.net.transport import FRAME_SYNC_REQUEST, FRAME_SYNC_RESPONSE, SyncRequest, SyncResponse
 from node.ops.config import GENESIS_FILE, KEY_FILE, load_config
 from node.ops.genesis import load_genesis
@@ -33,9 +33,9 @@ SERVER, CLIENT = 0, 3
 
 
 # ---------------------------------------------------------------------- pure checks
-def _info(data: bytes, height: int = 256, **changes: Any) -> ss.SnapshotInfo:
-    info = ss.SnapshotInfo(height=height, state_root=checkpoint_root(height, data), size=len(data),
-                           chunk_hashes=ss.chunk_hashes(data), header=_header(height))
+def _info(data: bytes, height: int = 256, **changes: Any) -> sp.SnapshotInfo:
+    info = sp.SnapshotInfo(height=height, state_root=checkpoint_root(height, data), size=len(data),
+                           chunk_hashes=sp.chunk_hashes(data), header=_header(height))
     return msgspec.structs.replace(info, **changes)
 
 
@@ -49,34 +49,34 @@ def _header(height: int) -> Any:
 
 
 def test_chunks_cover_the_bytes_and_each_is_checked_for_length_and_hash() -> None:
-    data = bytes(range(256)) * (ss.CHUNK_BYTES // 256) * 2 + b"tail"
+    data = bytes(range(256)) * (sp.CHUNK_BYTES // 256) * 2 + b"tail"
     info = _info(data)
     assert len(info.chunk_hashes) == 3
-    ss.check_offer(info)
-    chunks = [data[i : i + ss.CHUNK_BYTES] for i in range(0, len(data), ss.CHUNK_BYTES)]
+    sp.check_offer(info)
+    chunks = [data[i : i + sp.CHUNK_BYTES] for i in range(0, len(data), sp.CHUNK_BYTES)]
     assert b"".join(chunks) == data and len(chunks[-1]) == 4
     for index, chunk in enumerate(chunks):
-        ss.check_chunk(info, index, chunk)
-    ss.check_snapshot(info, data)
-    with pytest.raises(ss.SnapshotRefused, match="advertised hash"):
-        ss.check_chunk(info, 1, bytes([chunks[1][0] ^ 1]) + chunks[1][1:])
-    with pytest.raises(ss.SnapshotRefused, match="bytes, expected"):
-        ss.check_chunk(info, 2, chunks[2] + b"x")
-    with pytest.raises(ss.SnapshotRefused, match="advertised state root"):
-        ss.check_snapshot(msgspec.structs.replace(info, state_root=bytes(32)), data)
+        sp.check_chunk(info, index, chunk)
+    sp.check_snapshot(info, data)
+    with pytest.raises(sp.SnapshotRefused, match="advertised hash"):
+        sp.check_chunk(info, 1, bytes([chunks[1][0] ^ 1]) + chunks[1][1:])
+    with pytest.raises(sp.SnapshotRefused, match="bytes, expected"):
+        sp.check_chunk(info, 2, chunks[2] + b"x")
+    with pytest.raises(sp.SnapshotRefused, match="advertised state root"):
+        sp.check_snapshot(msgspec.structs.replace(info, state_root=bytes(32)), data)
 
 
 @pytest.mark.parametrize(("changes", "why"), [
     ({"height": 255}, "not a checkpoint"),
-    ({"size": ss.MAX_CHUNKS * ss.CHUNK_BYTES + 1}, "oversized"),
+    ({"size": sp.MAX_CHUNKS * sp.CHUNK_BYTES + 1}, "oversized"),
     ({"size": 0}, "oversized"),
     ({"chunk_hashes": ()}, "chunk hashes for"),
     ({"chunk_hashes": (b"short",)}, "not 32 bytes"),
     ({"state_root": b"x"}, "does not fit"),
 ])
 def test_offers_out_of_bounds_are_refused(changes: dict[str, Any], why: str) -> None:
-    with pytest.raises(ss.SnapshotRefused, match=why):
-        ss.check_offer(_info(b"state", **changes))
+    with pytest.raises(sp.SnapshotRefused, match=why):
+        sp.check_offer(_info(b"state", **changes))
 
 
 # ---------------------------------------------------------------------- two in-process nodes
@@ -106,8 +106,8 @@ def _client(network: Path, data_dir: Path, **config: Any) -> Driver:
 
 Tamper = Callable[[int, Any], Any]
 _TYPES: dict[int, Any] = {FRAME_SYNC_REQUEST: SyncRequest, FRAME_SYNC_RESPONSE: SyncResponse,
-                          ss.FRAME_STATESYNC_REQUEST: ss.StateSyncRequest,
-                          ss.FRAME_STATESYNC_RESPONSE: ss.StateSyncResponse}
+                          sp.FRAME_STATESYNC_REQUEST: sp.StateSyncRequest,
+                          sp.FRAME_STATESYNC_RESPONSE: sp.StateSyncResponse}
 
 
 class Wire:
@@ -127,8 +127,8 @@ class Wire:
             value = self.tamper(kind, value)
         target = self.nodes[peer]
         handler = {FRAME_SYNC_REQUEST: target.on_sync_request, FRAME_SYNC_RESPONSE: target.on_sync_response,
-                   ss.FRAME_STATESYNC_REQUEST: target.on_statesync_request,
-                   ss.FRAME_STATESYNC_RESPONSE: target.on_statesync_response}[kind]
+                   sp.FRAME_STATESYNC_REQUEST: target.on_statesync_request,
+                   sp.FRAME_STATESYNC_RESPONSE: target.on_statesync_response}[kind]
         asyncio.get_running_loop().call_soon(self._run, handler, value)
         return True
 
@@ -162,7 +162,7 @@ async def _close(*drivers: Driver) -> None:
 def _nothing_stored(client: Driver) -> None:
     assert client.exec is not None and client.exec.height == 0
     assert client.storage.latest_height() == 0 and client.storage.latest_snapshot() is None
-    assert client.storage.load_meta(ss.BASE_KEY) is None and client.storage.load_commit_qc() is None
+    assert client.storage.load_meta(sp.BASE_KEY) is None and client.storage.load_commit_qc() is None
 
 
 async def test_a_fresh_node_restores_a_certified_snapshot_and_serves_it(network: Path, tmp_path: Path) -> None:
@@ -192,7 +192,7 @@ async def test_a_fresh_node_restores_a_certified_snapshot_and_serves_it(network:
     client.on_sync_request(SERVER, SyncRequest(from_height=10, count=5))
     assert codec.decode(got[-1], SyncResponse).blocks == ()
     await client._offer(SERVER)
-    offered = codec.decode(got[-1], ss.SnapshotList).snapshots
+    offered = codec.decode(got[-1], sp.SnapshotList).snapshots
     assert offered and offered[0].height == 256 and offered[0].header.height == 256
     reloaded.exec_pool.shutdown(wait=True)
     await _close(server, client)
@@ -212,23 +212,23 @@ def _replayed(server: Driver, height: int) -> Any:
 
 
 def _flip_chunk(kind: int, value: Any) -> Any:
-    if isinstance(value, ss.Chunk) and value.data:
+    if isinstance(value, sp.Chunk) and value.data:
         return msgspec.structs.replace(value, data=bytes([value.data[0] ^ 1]) + value.data[1:])
     return value
 
 
 def _wrong_root(kind: int, value: Any) -> Any:
-    if isinstance(value, ss.SnapshotList):
-        return ss.SnapshotList(snapshots=tuple(msgspec.structs.replace(i, state_root=bytes(32))
+    if isinstance(value, sp.SnapshotList):
+        return sp.SnapshotList(snapshots=tuple(msgspec.structs.replace(i, state_root=bytes(32))
                                                for i in value.snapshots))
     return value
 
 
 def _oversized(kind: int, value: Any) -> Any:
-    if isinstance(value, ss.SnapshotList):
-        return ss.SnapshotList(snapshots=tuple(
-            msgspec.structs.replace(i, size=(ss.MAX_CHUNKS + 1) * ss.CHUNK_BYTES,
-                                    chunk_hashes=(bytes(32),) * (ss.MAX_CHUNKS + 1)) for i in value.snapshots))
+    if isinstance(value, sp.SnapshotList):
+        return sp.SnapshotList(snapshots=tuple(
+            msgspec.structs.replace(i, size=(sp.MAX_CHUNKS + 1) * sp.CHUNK_BYTES,
+                                    chunk_hashes=(bytes(32),) * (sp.MAX_CHUNKS + 1)) for i in value.snapshots))
     return value
 
 
@@ -248,19 +248,19 @@ class _ForgedState:
         self.data = b""
 
     def __call__(self, kind: int, value: Any) -> Any:
-        if isinstance(value, ss.SnapshotList):
+        if isinstance(value, sp.SnapshotList):
             info = value.snapshots[0]
             real = _SERVER_BYTES[info.height]
             state = decode_state(real)
             address, account = next(iter(state.accounts.items()))
             state.accounts[address] = msgspec.structs.replace(account, balance_u=account.balance_u * 2 + 1)
             self.data = encode_state(state)
-            return ss.SnapshotList(snapshots=(msgspec.structs.replace(
+            return sp.SnapshotList(snapshots=(msgspec.structs.replace(
                 info, state_root=checkpoint_root(info.height, self.data), size=len(self.data),
-                chunk_hashes=ss.chunk_hashes(self.data)),))
-        if isinstance(value, ss.Chunk):
-            start = value.index * ss.CHUNK_BYTES
-            return msgspec.structs.replace(value, data=self.data[start : start + ss.CHUNK_BYTES])
+                chunk_hashes=sp.chunk_hashes(self.data)),))
+        if isinstance(value, sp.Chunk):
+            start = value.index * sp.CHUNK_BYTES
+            return msgspec.structs.replace(value, data=self.data[start : start + sp.CHUNK_BYTES])
         return value
 
 
@@ -295,7 +295,7 @@ async def test_a_later_certified_root_is_checked_by_executing_up_to_it(network: 
     height, root, size = server.storage.checkpoints()[0]
     data = server.storage.snapshot_slice(height, 0, size) or b""
     header = codec.decode(server.storage.block(height).block_bytes, Block).header  # type: ignore[union-attr]
-    info = ss.SnapshotInfo(height=height, state_root=root, size=size, chunk_hashes=ss.chunk_hashes(data),
+    info = sp.SnapshotInfo(height=height, state_root=root, size=size, chunk_hashes=sp.chunk_hashes(data),
                            header=header)
     blocks = [codec.decode(b.block_bytes, Block) for b in server.storage.blocks_range(height + 1, 290)]
     found = server.storage.commit_qc_at_or_above(290)
@@ -303,7 +303,7 @@ async def test_a_later_certified_root_is_checked_by_executing_up_to_it(network: 
     blocks += [codec.decode(b.block_bytes, Block) for b in server.storage.blocks_range(291, found[0])]
     later = server.storage.block(280)
     assert later is not None
-    with pytest.raises(ss.SnapshotRefused, match="height 280 is not the certified one"):
+    with pytest.raises(sp.SnapshotRefused, match="height 280 is not the certified one"):
         await client._install(info, data, blocks, found[1], [(1, 280, bytes(32))])
     _nothing_stored(client)
     assert await client._install(info, data, blocks, found[1], [(1, 280, later.state_root)]) == len(blocks)
@@ -328,6 +328,6 @@ async def test_without_an_offer_the_node_replays_from_genesis(network: Path, tmp
 
 def test_claims_count_only_when_f_plus_one_proposers_make_them() -> None:
     root = bytes(32)
-    assert not ss.vouched([(2, 256, root)] * 10, f=1)  # one proposer, however often: maybe the Byzantine one
-    assert ss.vouched([(2, 256, root), (0, 257, root)], f=1)
-    assert ss.vouched([(0, 256, root)], f=0)
+    assert not sp.vouched([(2, 256, root)] * 10, f=1)  # one proposer, however often: maybe the Byzantine one
+    assert sp.vouched([(2, 256, root), (0, 257, root)], f=1)
+    assert sp.vouched([(0, 256, root)], f=0)
