@@ -331,3 +331,26 @@ def test_claims_count_only_when_f_plus_one_proposers_make_them() -> None:
     assert not sp.vouched([(2, 256, root)] * 10, f=1)  # one proposer, however often: maybe the Byzantine one
     assert sp.vouched([(2, 256, root), (0, 257, root)], f=1)
     assert sp.vouched([(0, 256, root)], f=0)
+
+
+async def test_garbage_state_sync_frames_are_dropped_at_the_edge() -> None:
+    from consensus import crypto
+    from node.net.transport import PeerLink, Transport
+    from node.ops.config import NodeConfig
+
+    seen: list[Any] = []
+    dropped: list[str] = []
+    transport = Transport(
+        config=NodeConfig(name="n0", role="grid", node_id=0), chain_id="c", signer=crypto.Signer(bytes(32)),
+        validator_keys=[], validate=lambda m, s: None, on_consensus=lambda p, v: None, on_txs=lambda p, v: None,
+        on_sync_request=lambda p, v: None, on_sync_response=lambda p, v: None, drop_counter=dropped.append,
+        extra_frames={sp.FRAME_STATESYNC_REQUEST: (sp.StateSyncRequest, lambda p, v: seen.append(v)),
+                      sp.FRAME_STATESYNC_RESPONSE: (sp.StateSyncResponse, lambda p, v: seen.append(v))},
+    )
+    link = PeerLink(node_id=1, ws=None)
+    for frame in (b"\x05garbage", b"\x06" + codec.encode({"chunk": 1}),
+                  b"\x06" + codec.encode(sp.GetChunk(256, 0))):
+        await transport._on_frame(link, frame)
+    assert seen == [] and dropped == ["malformed"] * 3 and link.bad_frames == 3
+    await transport._on_frame(link, bytes([sp.FRAME_STATESYNC_REQUEST]) + codec.encode(sp.GetChunk(256, 0)))
+    assert seen == [sp.GetChunk(256, 0)]
