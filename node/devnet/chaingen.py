@@ -207,7 +207,7 @@ def time_new_node(net_dir: Path, *, node: int, state_sync: bool, timeout_s: floa
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.devnet.chaingen", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--blocks", type=int, required=True)
+    parser.add_argument("--blocks", type=int, default=0)
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--homes", type=int, default=3, help="homes that get the chain (the rest stay empty)")
     parser.add_argument("--txs-per-block", type=int, default=2)
@@ -222,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for state_sync in (True, False):
             print(json.dumps(time_new_node(args.out, node=args.nodes - 1, state_sync=state_sync)), flush=True)
         return 0
+    if args.blocks < 1:
+        parser.error("--blocks N (N >= 1) is needed unless --measure-only")
     generate(args.out, nodes=args.nodes, blocks=args.blocks, interval_ms=args.interval_ms,
              base_port=args.base_port, accounts=args.accounts)
     started = time.monotonic()

@@ -98,6 +98,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gridchain.statesync")
 
+
 @dataclass
 class _Session:
     offers: dict[int, tuple[SnapshotInfo, ...]] = field(default_factory=dict)
