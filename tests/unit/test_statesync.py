@@ -354,3 +354,14 @@ async def test_garbage_state_sync_frames_are_dropped_at_the_edge() -> None:
     assert seen == [] and dropped == ["malformed"] * 3 and link.bad_frames == 3
     await transport._on_frame(link, bytes([sp.FRAME_STATESYNC_REQUEST]) + codec.encode(sp.GetChunk(256, 0)))
     assert seen == [sp.GetChunk(256, 0)]
+
+
+def test_state_sync_is_off_by_default_and_set_by_the_environment(network: Path) -> None:
+    from node.ops.config import ConfigError
+
+    home = _home(network, CLIENT)
+    assert load_config(home, env={}).state_sync is False
+    assert load_config(home, env={"GRIDCHAIN_STATE_SYNC": "1"}).state_sync is True
+    assert load_config(home, env={"GRIDCHAIN_STATE_SYNC": "false"}).state_sync is False
+    with pytest.raises(ConfigError, match="GRIDCHAIN_STATE_SYNC"):
+        load_config(home, env={"GRIDCHAIN_STATE_SYNC": "maybe"})
