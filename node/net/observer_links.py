@@ -147,6 +147,8 @@ class ObserverLinks:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._stopping = False
+        self._penalised: set[str] = set()
+        """Upstream URLs dropped for a protocol violation: redialled only after the longest backoff."""
 
     # ------------------------------------------------------------------ lifecycle
     def mount(self, app: web.Application) -> None:
@@ -227,6 +229,8 @@ class ObserverLinks:
         if link is None:
             return
         self._drop(reason)
+        if link.upstream:
+            self._penalised.add(link.url)
         log.warning("dropping observer link %d (%s): %s", peer, link.url or "inbound", reason)
         with contextlib.suppress(Exception):
             await link.ws.close(code=4004, message=b"protocol violation")
@@ -312,6 +316,9 @@ class ObserverLinks:
             try:
                 await self._dial(url)
                 delay_ms = self.config.reconnect_min_ms
+                if url in self._penalised:
+                    self._penalised.discard(url)
+                    delay_ms = self.config.reconnect_max_ms
             except PeerError as exc:
                 self._drop("handshake")
                 log.warning("observer link to %s: %s", url, exc)
