@@ -296,7 +296,7 @@ def _observer_rows(out: Path, nodes: list[NodeSpec], count: int, *, host_mode: s
             out / name, genesis_json=genesis_json, name=name, peers=peers,
             listen_host="0.0.0.0" if host_mode == "compose" else "127.0.0.1",
             p2p_port=p2p, api_port=api, metrics_port=metrics)
-        rows.append({"name": name, "role": "observer", "node_role": "observer", "node_id": -1,
+        rows.append({"name": name, "role": "member", "node_role": "observer", "node_id": -1,
                      "member": f"member-{i + 1}", "public_key": info["node_key"],
                      "p2p_url": _p2p_url(host_mode, NodeSpec(name=name, role="observer"), p2p),
                      "api_url": f"http://127.0.0.1:{api}", "metrics_url": f"http://127.0.0.1:{metrics}/metrics",
