@@ -42,9 +42,6 @@ log = logging.getLogger("gridchain.follower")
 POLL_S = 1.0
 """Ask the upstream links for news at least this often."""
 
-REFUSAL_REASONS = ("bad_qc", "broken_chain", "bad_tx_root", "not_our_chain", "timeout")
-
-
 def refusal_reason(problem: str) -> str:
     """The metric label of a ``check_committed`` problem."""
     if "QC" in problem:

@@ -8,11 +8,15 @@ samples every 0.5 s, read-only from each node's SQLite database, how far each ob
 executed height is behind validator 0's, and at the end how long the observers take to
 reach validator 0's final height. CPU time per process comes from ``/proc/PID/stat``.
 
-It prints one table and one JSON line: committed tx/s, CPU cores used by the validators,
-by each observer and by the load generator, each observer's largest lag (blocks) and its
-catch-up time, and ``observers_per_machine``: how many such observers fit in the CPU the
-machine has left beside the validators and the load generator (``--cores``, default the
-machine's count) — the number this measurement is for.
+After the load it waits until every accepted transaction has committed and every observer
+has reached validator 0's final height, and counts each process's CPU time over the whole
+run (load and backlog). It prints one table and one JSON line: committed tx/s, the CPU
+cores the validators, each observer and the load generator need at the offered rate (CPU
+seconds per committed transaction x rate), each observer's largest lag (blocks), how long the validators took
+to commit the backlog after the load and how long after that each observer reached their
+final height, and ``observers_per_machine``: how many such observers fit in
+the CPU the machine has left beside the validators and the load generator (``--cores``,
+default the machine's count) — the number this measurement is for.
 """
 
 from __future__ import annotations
@@ -84,31 +88,41 @@ async def measure(network_dir: Path, *, rate: int, duration_s: float, cores: flo
         await _offer([net.api(i) for i in validators], per_node, rate=rate, batch=500, duration_s=duration_s,
                      sent_at=sent_at, rejected=rejected)
         t_sent = time.monotonic()
-        cpu1 = {i: _cpu_s(pid) for i, pid in pids.items()}
-        me1 = time.process_time()
+        span = t_sent - t0
+        # The backlog commits, then every observer reaches validator 0's final height.
+        while time.monotonic() - t_sent < CATCH_UP_S and any(h not in watcher.committed_at for h in sent_at):
+            await asyncio.sleep(0.1)
         done.set()
         await sampler
-        target = _heads(dbs)[0]
+        target, t_target = _heads(dbs)[0], time.monotonic()
         caught_up: list[float | None] = [None] * len(observers)
-        while time.monotonic() - t_sent < CATCH_UP_S and None in caught_up:
+        while time.monotonic() - t_target < CATCH_UP_S and None in caught_up:
             for k, head in enumerate(_heads(dbs)[1:]):
                 if caught_up[k] is None and head >= target:
-                    caught_up[k] = round(time.monotonic() - t_sent, 2)
+                    caught_up[k] = round(time.monotonic() - t_target, 2)
             await asyncio.sleep(0.1)
+        cpu1 = {i: _cpu_s(pid) for i, pid in pids.items()}
+        load_cpu_s = time.process_time() - me0
         watcher.poll()
-        span = t_sent - t0
         committed = sum(1 for h in sent_at if h in watcher.committed_at)
-        validators_cpu = sum(cpu1[i] - cpu0[i] for i in validators) / span
-        observer_cpu = [(cpu1[i] - cpu0[i]) / span for i in observers]
-        load_cpu = (me1 - me0) / span
-        per_observer = max(observer_cpu) if observer_cpu else float("nan")
-        spare = cores - validators_cpu - load_cpu
+        # CPU seconds per committed transaction, scaled to the offered rate: cores needed at that rate.
+        per_tx = max(committed, 1)
+        validators_cores = sum(cpu1[i] - cpu0[i] for i in validators) / per_tx * rate
+        observer_cores = [(cpu1[i] - cpu0[i]) / per_tx * rate for i in observers]
+        load_cores = load_cpu_s / per_tx * rate
+        per_observer = max(observer_cores) if observer_cores else float("nan")
+        spare = cores - validators_cores - load_cores
         return {
             "validators": len(validators), "observers": len(observers), "offered_tx_per_s": rate,
-            "duration_s": duration_s, "committed_tx_per_s": round(committed / span, 1),
-            "height": target, "validators_cpu_cores": round(validators_cpu, 2),
-            "observer_cpu_cores": [round(c, 3) for c in observer_cpu], "load_generator_cpu_cores": round(load_cpu, 2),
-            "observer_max_lag_blocks": max_lag, "observer_catch_up_s": caught_up, "machine_cores": cores,
+            "duration_s": duration_s, "accepted": len(sent_at), "committed": committed,
+            "committed_tx_per_s_during_load": round(sum(1 for h in sent_at if watcher.committed_at.get(h, 1e18)
+                                                        <= t_sent) / span, 1),
+            "height": target, "validators_cores_at_rate": round(validators_cores, 3),
+            "observer_cores_at_rate": [round(c, 3) for c in observer_cores],
+            "load_generator_cores_at_rate": round(load_cores, 3),
+            "observer_max_lag_blocks": max_lag, "backlog_committed_s_after_load": round(t_target - t_sent, 2),
+            "observer_reached_final_height_s": caught_up,
+            "machine_cores": cores,
             "observers_per_machine": int(max(0.0, spare) / per_observer) if per_observer > 0 else None,
         }
     finally:
