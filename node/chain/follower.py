@@ -104,8 +104,10 @@ class Follower:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wakeup.wait(), POLL_S)
+            except TimeoutError:
+                self.heads.clear()  # nothing heard for a while: ask again (a HEAD frame may be lost)
             self._wakeup.clear()
             if self.driver.halted is not None:
                 continue

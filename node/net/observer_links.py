@@ -15,8 +15,10 @@ nonce)}``; the acceptor checks the signature and that the key is *allowed* — a
 node key an active account named on chain (``contracts.registry.node_key_account``,
 looked up in this node's executed state) or a validator key — and that fewer than
 ``max_observer_links`` observers are linked; then it proves its own key over
-``nonce'``. The dialer checks that proof and that the acceptor's key is allowed by
-its own state too. Anything else — unknown key, full, wrong chain, bad signature,
+``nonce'``. The dialer checks that proof (it knows which key it talks to) but not
+that the key is registered: a joining observer's state does not know the keys named
+after its height yet, and it trusts nothing an upstream sends anyway — every block
+is verified against the validators' certificates (``node.chain.follower``). Anything else — unknown key, full, wrong chain, bad signature,
 timeout — closes the socket and counts ``gridchain_peer_messages_dropped_total``
 (``handshake`` or ``observer_limit``).
 
@@ -304,9 +306,6 @@ class ObserverLinks:
             reply = await self._receive(ws, LinkAuth)
             if reply.public_key != challenge.public_key or not self._verify(reply, my_nonce):
                 raise PeerError(f"{url} failed to prove its key")
-            if not self.allowed(reply.public_key):
-                raise PeerError(f"{url} proves key {reply.public_key.hex()[:16]}, neither a validator "
-                                "nor a registered node key")
             await self._run_link(ObserverLink(link_id=next(self._ids), public_key=reply.public_key,
                                               upstream=True, ws=ws, url=url))
 
