@@ -268,8 +268,9 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
         }[kind]
         return draw(grid_or_anyone), body, False
     if kind == "node_key":
-        key = draw(st.one_of(st.none(), st.sampled_from([chain.signers[n].public_key for n in NAMES[:2]]),
-                             st.binary(min_size=32, max_size=32)))
+        # Mostly one shared key, so that a second account naming it meets ``key_in_use``.
+        key = draw(mostly(st.just(chain.signers["meter"].public_key),
+                          st.one_of(st.none(), st.binary(min_size=32, max_size=32))))
         return draw(anyone), SetNodeKey(node_key=key), False
     if kind in ("transfer", "mint"):
         amount = draw(half(st.integers(1, 100_000), wide(1, SUPPLY_BOUND_U, 1_000_000)))
