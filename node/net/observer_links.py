@@ -38,6 +38,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -293,9 +294,12 @@ class ObserverLinks:
 
     async def _dial(self, url: str) -> None:
         assert self._session is not None
+        ssl_arg: Any = True
+        if url.startswith("wss:") and self.config.tls_ca:  # the consortium's CA, as for validator links
+            ssl_arg = ssl.create_default_context(cafile=self.config.tls_ca)
         async with self._session.ws_connect(
             url, max_msg_size=self.config.max_message_bytes, heartbeat=10.0,
-            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0), ssl=ssl_arg,
         ) as ws:
             challenge = await self._receive(ws, LinkChallenge)
             if challenge.chain_id != self.chain_id or len(challenge.nonce) != NONCE_SIZE:

@@ -93,7 +93,7 @@ def create_observer_home(home: Path, *, genesis_json: bytes, name: str, peers: l
     (home / CONFIG_FILE).write_text(dump_config(config))
     (home / GENESIS_FILE).write_bytes(genesis_json)
     key_path = home / NODE_KEY_FILE
-    if key_path.exists() and not force:
+    if key_path.exists():  # a node keeps its key; rotating is a new home (docs/OBSERVERS.md)
         signer = keys.load_key_file(key_path).signer
     else:
         signer = keys.new_signer()
