@@ -45,7 +45,8 @@ def _print_network(console: Console, network: dict[str, Any], accounts: list[dic
                    pids: list[int | None]) -> None:
     console.print(f"[bold]GridChain devnet[/] · chain {network['chain_id']}")
     for node, pid in zip(network["nodes"], pids, strict=True):
-        console.print(f"  {node['name']:<10} {node['role']:<10} {node.get('node_role', 'validator'):<9} pid {pid}  api {node['api_url']}  "
+        role = "observer" if node.get("node_role") == "observer" else node["role"]
+        console.print(f"  {node['name']:<10} {role:<10} pid {pid}  api {node['api_url']}  "
                       f"metrics {node['metrics_url']}  log {Path(node['home']) / 'node.log'}", soft_wrap=True)
     console.print("[bold]demo accounts[/] (name, role, address, key file)")
     for account in accounts:
