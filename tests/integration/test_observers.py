@@ -133,6 +133,19 @@ def _name_node_key(net: LocalNet, account: str, node_key: bytes) -> None:
     wait_until("set_node_key committed", lambda: tx_status(net, 0, tx_hash) == "committed", timeout_s=30)
 
 
+def _first_event(api: str, topics: str = "blocks") -> dict[str, Any]:
+    """The first event of an API's /v1/events stream."""
+    import aiohttp
+
+    async def receive() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                api.replace("http://", "ws://") + f"/v1/events?topics={topics}") as ws:
+            msg = await asyncio.wait_for(ws.receive(), 20)
+            return json.loads(msg.data)  # type: ignore[no-any-return]
+
+    return asyncio.run(receive())
+
+
 def _same_chain(net: LocalNet, indexes: list[int], up_to: int) -> None:
     """Blocks (id, state root) equal on every node at a sample of heights up to ``up_to``."""
     step = max(1, up_to // 30)
@@ -165,6 +178,11 @@ def test_observers_follow_verify_and_forward(tmp_path: Path) -> None:
         assert status is not None and status["node_role"] == "observer" and status["epoch"] == 0
         assert [v["name"] for v in status["validators"]] == ["generator", "grid", "retailer", "user"]
         assert net.status(0)["node_role"] == "validator"  # type: ignore[index]
+        # The observer serves the whole API: the web page, the event stream, its metrics.
+        with urllib.request.urlopen(net.api(4) + "/", timeout=5) as page:
+            assert page.status == 200 and b"<html" in page.read()
+        assert _first_event(net.api(4))["type"] == "block"
+        assert _metric(_metrics(net, 4), 'gridchain_node_role{role="observer"}') == 1.0
 
         # Transactions submitted to an observer commit everywhere.
         sender = Sender(net)
