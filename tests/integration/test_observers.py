@@ -200,6 +200,11 @@ def test_observers_follow_verify_and_forward(tmp_path: Path) -> None:
         mark = net.height(0)
         net.wait_height(mark + 3, [4, 5], timeout_s=60)
         _same_chain(net, [0, 2, 3, 4, 5], min(net.height(i) for i in (0, 2, 3, 4, 5)))
+        # kill -9 of an observer: restarted, it reloads its chain and follows again.
+        net.kill(5)
+        net.start(5)
+        net.wait_ready([5], timeout_s=60)
+        net.wait_height(net.height(0), [5], timeout_s=60)
 
         # Garbage peers serving forged blocks: one with an unregistered key, one with a registered key.
         chain_id = net.network["chain_id"]
