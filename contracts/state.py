@@ -183,6 +183,13 @@ class ValidatorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     failed_rounds: int = 0
 
 
+class NodeKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The key an account's own node proves on the peer network (``set_node_key``)."""
+
+    account: str
+    public_key: bytes
+
+
 class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     height: int = 0
     """Height of the last executed block (0 = genesis)."""
@@ -221,7 +228,7 @@ def checkpoint_root(height: int, snapshot: bytes) -> bytes:
 
 TABLES: tuple[str, ...] = (
     "accounts", "orders", "slots", "trades", "positions", "readings", "settlements",
-    "dispatches", "notary", "validators", "meta",
+    "dispatches", "notary", "validators", "meta", "node_keys",
 )
 _MISSING: Any = object()
 
@@ -261,6 +268,7 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     notary: dict[str, NotaryRecord]
     validators: dict[str, ValidatorInfo]
     meta: dict[str, Meta]
+    node_keys: dict[str, NodeKey] = msgspec.field(default_factory=dict)
 
 
 class State:
@@ -281,11 +289,14 @@ class State:
         self.notary: dict[str, NotaryRecord] = {}
         self.validators: dict[str, ValidatorInfo] = {}
         self.meta_table: dict[str, Meta] = {"meta": Meta()}
+        self.node_keys: dict[str, NodeKey] = {}
+        """account address -> the key its node uses on the peer network."""
         self._tables: dict[str, dict[str, Any]] = {
             "accounts": self.accounts, "orders": self.orders, "slots": self.slots,
             "trades": self.trades, "positions": self.positions, "readings": self.readings,
             "settlements": self.settlements, "dispatches": self.dispatches,
             "notary": self.notary, "validators": self.validators, "meta": self.meta_table,
+            "node_keys": self.node_keys,
         }
         self._journal: list[tuple[str, str, Any, bool]] | None = None
         self.checkpoint: tuple[int, bytes] | None = None
@@ -305,6 +316,8 @@ class State:
         """address -> slots with a settlement line in state: an account's lines without a scan."""
         self.settlements_by_slot: dict[int, dict[str, None]] = {}
         """slot -> accounts with a settlement line in state."""
+        self.node_key_owner: dict[bytes, str] = {}
+        """node key -> the account that named it (keys are unique)."""
 
     # --- reads ---------------------------------------------------------------------
     @property
@@ -383,6 +396,11 @@ class State:
                 accounts.pop(old.account, None)
                 if not accounts:
                     self.accounts_by_slot.pop(old.slot, None)
+        elif table == "node_keys":
+            if old is not _MISSING:
+                self.node_key_owner.pop(old.public_key, None)
+            if new is not _MISSING:
+                self.node_key_owner[new.public_key] = new.account
         elif table == "settlements":
             if old is not _MISSING and new is _MISSING:
                 _drop_from(self.settlements_by_account, old.account, old.slot)
@@ -402,6 +420,8 @@ class State:
             self._index("readings", key, _MISSING, reading)
         for key, line in self.settlements.items():
             self._index("settlements", key, _MISSING, line)
+        for key, node_key in self.node_keys.items():
+            self._index("node_keys", key, _MISSING, node_key)
 
     # --- transactions (snapshot / rollback) --------------------------------------------
     def begin(self) -> None:

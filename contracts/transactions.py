@@ -113,6 +113,13 @@ class SetMeterKey(_Body, frozen=True, tag="set_meter_key"):
     meter_key: PublicKey | None
 
 
+class SetNodeKey(_Body, frozen=True, tag="set_node_key"):
+    """An active account names (or clears, None) the key its own node proves on the
+    peer network: validators accept observer links only from keys named this way."""
+
+    node_key: PublicKey | None
+
+
 class Transfer(_Body, frozen=True, tag="transfer"):
     """Move free balance to another registered account."""
 
@@ -198,6 +205,7 @@ Body = (
     | IssueDispatch
     | AckDispatch
     | Notarize
+    | SetNodeKey
 )
 
 

@@ -46,7 +46,8 @@ class Error(msgspec.Struct, frozen=True):
 
     error: ErrorBody
     reason: str | None = None
-    """``/readyz`` 503 only: ``execution_halted``, ``syncing`` or ``no_quorum``."""
+    """``/readyz`` 503 only: ``execution_halted``, ``syncing``, ``no_quorum`` (a validator) or
+    ``no_peers`` (an observer with no upstream link)."""
 
 
 class SignedTxJson(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,6 +112,15 @@ class ExecutionHalted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error: str
 
 
+class ValidatorMember(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One validator of the set this node verifies commit certificates against."""
+
+    index: int
+    name: str
+    public_key: str
+    """64 hex chars."""
+
+
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_id: str
     node_id: int
@@ -130,6 +140,13 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     execution_halted: ExecutionHalted | None
     """Set once executing a block failed: this node stopped voting (see its log)."""
     market: MarketInfo
+    node_role: Literal["validator", "observer"] = "validator"
+    """``observer``: a member's node that follows the chain, verifying every commit certificate,
+    and never votes."""
+    epoch: int = 0
+    """Epoch of the validator set below."""
+    validators: tuple[ValidatorMember, ...] = ()
+    """The validator set (index, name, key) this node verifies blocks against."""
 
 
 class Dropped(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -272,7 +289,7 @@ class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _SCHEMA_TYPES: tuple[Any, ...] = (
-    Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, Status, TxLookup, Dropped, TxView,
+    Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, ValidatorMember, Status, TxLookup, Dropped, TxView,
     MalformedTxView, BlockView, BlockRef, AccountView, SlotView, st.Order, Trades, Trace, Validators, DispatchList,
     Health, Ready,
 )

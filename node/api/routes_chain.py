@@ -46,7 +46,7 @@ class ChainRoutes:
     async def readyz(self, request: web.Request) -> web.Response:
         query_params(request)
         if not self.backend.ready():
-            # ``reason``: execution_halted, syncing or no_quorum (backends that cannot tell: not_ready).
+            # ``reason``: execution_halted, syncing, no_quorum or no_peers (backends that cannot tell: not_ready).
             why = getattr(self.backend, "not_ready_reason", lambda: None)() or "not_ready"
             messages = {"execution_halted": "block execution failed; this node stopped voting (see its log)"}
             return error_response("not_ready", messages.get(why, "node is not synced or not connected to a quorum"),

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "genesis",
     "node",
+    "join",
     "devnet",
     "bench",
     "market",

@@ -152,10 +152,11 @@ def test_promtool_accepts_alert_rules_and_every_dashboard_expression(tmp_path: P
 def test_compose_file_is_valid_for_debian_docker_compose() -> None:
     """Debian's docker-compose 1.29 accepts docker-compose.yml with every profile."""
     proc = subprocess.run(["docker-compose", "-f", str(h.ROOT / "docker-compose.yml"), "-p", "gridchain",
-                           "--profile", "monitoring", "config", "--services"],
+                           "--profile", "monitoring", "--profile", "participants", "config", "--services"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert set(proc.stdout.split()) == {"init", "generator", "grid", "retailer", "user", "prometheus", "grafana"}
+    assert set(proc.stdout.split()) == {"init", "generator", "grid", "retailer", "user", "observer",
+                                        "prometheus", "grafana"}
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")

@@ -162,3 +162,5 @@ def check_invariants(state: State) -> None:
     genesis_supply = sum(a.balance_u for a in state.genesis.accounts)
     # Total supply changes only by mint and burn (block rewards are protocol mints).
     assert meta.supply_u == genesis_supply + meta.minted_u - meta.burned_u + meta.rewards_u
+    # Node keys: one account per key, and the lookup index matches the table.
+    assert state.node_key_owner == {nk.public_key: nk.account for nk in state.node_keys.values()}

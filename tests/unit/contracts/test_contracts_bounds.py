@@ -30,6 +30,7 @@ from contracts.transactions import (
     RegisterRequest,
     RejectRegistration,
     SetMeterKey,
+    SetNodeKey,
     SubmitReading,
     SuspendAccount,
     Transfer,
@@ -247,7 +248,7 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
     order_slot = mostly(st.sampled_from([slot_now + 1, slot_now + 2, slot_now, slot_now + 11]), wide(0))
     kind = draw(st.sampled_from([
         "register", "approve", "reject", "suspend", "meter_key", "transfer", "mint", "burn", "order",
-        "order", "cancel", "reading", "reading", "dispatch", "dispatch", "ack", "notarize"]))
+        "order", "cancel", "reading", "reading", "dispatch", "dispatch", "ack", "notarize", "node_key"]))
     grid_or_anyone = st.one_of(st.just("grid"), st.just("grid"), anyone)
     if kind == "register":
         role = draw(st.sampled_from(["generator", "consumer", "prosumer", "retailer", "grid", "regulator",
@@ -266,6 +267,11 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
                 st.none(), st.sampled_from([chain.signers["meter"].public_key])))),
         }[kind]
         return draw(grid_or_anyone), body, False
+    if kind == "node_key":
+        # Mostly one shared key, so that a second account naming it meets ``key_in_use``.
+        key = draw(mostly(st.just(chain.signers["meter"].public_key),
+                          st.one_of(st.none(), st.binary(min_size=32, max_size=32))))
+        return draw(anyone), SetNodeKey(node_key=key), False
     if kind in ("transfer", "mint"):
         amount = draw(half(st.integers(1, 100_000), wide(1, SUPPLY_BOUND_U, 1_000_000)))
         body = Transfer(to=draw(addr), amount_u=amount) if kind == "transfer" else Mint(to=draw(addr), amount_u=amount)
@@ -431,6 +437,7 @@ def test_any_wire_value_of_any_field_never_breaks_a_block() -> None:
                    ("place_order", errors.PRICE_OUT_OF_RANGE), ("mint", "ok"), ("mint", errors.LIMIT_REACHED),
                    ("issue_dispatch", "ok"), ("issue_dispatch", errors.BAD_AMOUNT),
                    ("register_request", "ok"), ("reject_registration", "ok"), ("transfer", "ok"),
+                   ("set_node_key", "ok"), ("set_node_key", errors.KEY_IN_USE),
                    ("TradeRecord", ""), ("SettlementRecord", ""), ("SettlementRecord", "written_off"),
                    ("DispatchResolved", ""), ("RegistrationDropped", "")]:
         assert seen[needed] > 0, (needed, sorted(seen.items()))
@@ -439,5 +446,6 @@ def test_any_wire_value_of_any_field_never_breaks_a_block() -> None:
 def test_the_executor_handles_every_kind() -> None:
     """The property test above draws every body kind the wire knows."""
     drawn = {AckDispatch, ApproveRegistration, Burn, CancelOrder, IssueDispatch, Mint, Notarize, PlaceOrder,
-             RegisterRequest, RejectRegistration, SetMeterKey, SubmitReading, SuspendAccount, Transfer}
+             RegisterRequest, RejectRegistration, SetMeterKey, SetNodeKey, SubmitReading, SuspendAccount,
+             Transfer}
     assert drawn == set(executor.HANDLERS)
