@@ -37,7 +37,13 @@ import orjson
 from consensus import crypto
 from consensus.config import ConsensusParams
 from contracts.errors import GenesisError
-from contracts.genesis import AccountEntry, Genesis, ValidatorEntry, default_market_params, validate_genesis
+from contracts.genesis import (
+    AccountEntry,
+    Genesis,
+    ValidatorEntry,
+    default_market_params,
+    validate_genesis,
+)
 from node.chain.storage import DB_FILE, Storage
 from node.ops import keys, tls
 from node.ops.config import CONFIG_FILE, GENESIS_FILE, KEY_FILE, NodeConfig, PeerConfig, dump_config
