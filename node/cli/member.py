@@ -1,5 +1,6 @@
 """``gridchain member config``: make a member's node home from the ceremony's genesis and member files
-(``node.ops.member.configure_home``)."""
+(``node.ops.member.configure_home``); ``gridchain member init-data``: fresh safety data for the
+first start of a new chain (what a Kubernetes init container runs)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,24 @@ def register(subparsers: Any) -> None:
     config.add_argument("--new-chain", action="store_true",
                         help="give an absent database fresh safety data (first start of a new chain only)")
     config.set_defaults(func=_config)
+    init = sub.add_parser("init-data", help="first start of a NEW chain: fresh safety data if there is no database")
+    init.add_argument("--home", required=True, type=Path, help="the home (node.toml; GRIDCHAIN_DATA_DIR applies)")
+    init.set_defaults(func=_init_data)
     parser.set_defaults(func=lambda _args: (parser.print_help(), 2)[1])
+
+
+def _init_data(args: argparse.Namespace) -> int:
+    from node.ops import member
+    from node.ops.config import ConfigError, data_path, load_config
+
+    try:
+        data = data_path(args.home, load_config(args.home))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    made = member.init_new_chain_data(data)
+    print(orjson.dumps({"data_dir": str(data), "created": made}).decode())
+    return 0
 
 
 def _config(args: argparse.Namespace) -> int:

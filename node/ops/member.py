@@ -210,7 +210,15 @@ def configure_home(
                         api_port=api_port, metrics_port=metrics_port, peers=tuple(peers),
                         tls_cert=tls_cert, tls_key=tls_key)
     (home / CONFIG_FILE).write_text(dump_config(config))
-    data = home / config.data_dir
-    if new_chain and not (data / DB_FILE).exists():
-        Storage.initialize_fresh(data)
+    if new_chain:
+        init_new_chain_data(home / config.data_dir)
     return config
+
+
+def init_new_chain_data(data: Path) -> bool:
+    """Give an absent database fresh safety data (a validator of a NEW chain, which may sign
+    at once); an existing database is left alone. True iff it made one."""
+    if (Path(data) / DB_FILE).exists():
+        return False
+    Storage.initialize_fresh(Path(data))
+    return True

@@ -1,8 +1,9 @@
 """Hosts for the member-deployment test: Linux network namespaces joined by a bridge.
 
-Each host is a namespace with one veth link (``eth0`` inside) on a bridge in the root
-namespace; the bridge holds the last address of the subnet, so the test reaches every
-host's API from outside, like an operator's monitoring would. Host names resolve
+Each host is a namespace with one veth link (``eth0`` inside) on a bridge that lives
+in a namespace of its own (the switch); one more veth joins the root namespace to the
+switch with the last address of the subnet, so the test reaches every host's API from
+outside, like an operator's monitoring would. Host names resolve
 through ``/etc/netns/<ns>/hosts``, which ``ip netns exec`` mounts over ``/etc/hosts``
 (rewritten in place, so running processes see an address change).
 
@@ -70,23 +71,30 @@ class Network:
     degraded: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.bridge = f"gcb{self.tag}"[:15]
+        self.switch = f"gcm{self.tag}-switch"
+        self.uplink = f"gcv{self.tag}up"[:13]
         self.subnet = self.subnet or f"10.213.{int(self.tag) % 250}"
         for i, name in enumerate(self.names):
             self.hosts[name] = Host(name=name, ns=f"gcm{self.tag}-{name}", veth=f"gcv{self.tag}x{i}"[:15],
                                     address=f"{self.subnet}.{i + 1}")
 
     def open(self) -> None:
-        run("ip", "link", "add", self.bridge, "type", "bridge")
-        run("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
-        run("ip", "link", "set", self.bridge, "up")
+        # The bridge lives in a namespace of its own, so the root namespace's firewall
+        # (e.g. Docker's FORWARD policy DROP) never sees the hosts' traffic.
+        run("ip", "netns", "add", self.switch)
+        sw = ["ip", "netns", "exec", self.switch]
+        run(*sw, "ip", "link", "add", "br0", "type", "bridge")
+        run(*sw, "ip", "link", "set", "br0", "up")
+        # The root namespace's leg: the test reaches every host's API from here.
+        run("ip", "link", "add", self.uplink, "type", "veth", "peer", "name", f"{self.uplink}p")
+        run("ip", "link", "set", f"{self.uplink}p", "netns", self.switch)
+        run(*sw, "ip", "link", "set", f"{self.uplink}p", "master", "br0", "up")
+        run("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.uplink)
+        run("ip", "link", "set", self.uplink, "up")
         for host in self.hosts.values():
             run("ip", "netns", "add", host.ns)
-            run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", f"{host.veth}p")
-            run("ip", "link", "set", host.veth, "master", self.bridge)
-            run("ip", "link", "set", host.veth, "up")
-            run("ip", "link", "set", f"{host.veth}p", "netns", host.ns)
-            run(*host.exec_argv("ip", "link", "set", f"{host.veth}p", "name", "eth0"))
+            run(*sw, "ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.ns)
+            run(*sw, "ip", "link", "set", host.veth, "master", "br0", "up")
             run(*host.exec_argv("ip", "addr", "add", f"{host.address}/24", "dev", "eth0"))
             run(*host.exec_argv("ip", "link", "set", "eth0", "up"))
             run(*host.exec_argv("ip", "link", "set", "lo", "up"))
@@ -144,11 +152,11 @@ class Network:
 
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
-        for host in self.hosts.values():
+        """Deleting a namespace deletes its links, and the veth peers with them."""
+        for ns in [h.ns for h in self.hosts.values()] + [self.switch]:
             with contextlib.suppress(Exception):
-                run("ip", "netns", "del", host.ns, check=False)
-            with contextlib.suppress(Exception):
-                run("ip", "link", "del", host.veth, check=False)
-            shutil.rmtree(NETNS_ETC / host.ns, ignore_errors=True)
+                run("ip", "netns", "del", ns, check=False)
         with contextlib.suppress(Exception):
-            run("ip", "link", "del", self.bridge, check=False)
+            run("ip", "link", "del", self.uplink, check=False)
+        for host in self.hosts.values():
+            shutil.rmtree(NETNS_ETC / host.ns, ignore_errors=True)
