@@ -179,3 +179,14 @@ def test_member_prometheus_config_loads_the_alert_rules(tmp_path: Path) -> None:
     proc = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_alert_rule_has_a_runbook_in_the_operations_guide() -> None:
+    """docs/OPERATIONS.md has a section per alert, with what it means, what to check, what to do."""
+    guide = (h.ROOT / "docs" / "OPERATIONS.md").read_text()
+    alerts = [name for name, _ in h.alert_expressions(h.DEPLOY / "prometheus" / "alerts.yml")]
+    assert len(alerts) >= 7
+    for name in alerts:
+        assert f"\n### {name}\n" in guide, f"no runbook for {name}"
+        section = guide.split(f"\n### {name}\n", 1)[1].split("\n### ", 1)[0]
+        assert all(part in section for part in ("**Means**", "**Check**", "**Do**")), name

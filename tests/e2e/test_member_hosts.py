@@ -78,6 +78,17 @@ class Consortium:
         assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
         return json.loads(proc.stdout) if proc.stdout.strip() else None
 
+    def on_all(self, commands: list[tuple[str, list[str]]], timeout_s: float = 90) -> list[Any]:
+        """Run several ``gridchain`` commands at once, each on its host; their JSON outputs."""
+        procs = [subprocess.Popen(self.net.hosts[name].exec_argv(GRIDCHAIN, *argv), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for name, argv in commands]
+        outs = []
+        for (name, argv), proc in zip(commands, procs, strict=True):
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+            assert proc.returncode == 0, f"{name}: gridchain {' '.join(argv)}\n{stdout}\n{stderr}"
+            outs.append(json.loads(stdout))
+        return outs
+
     def api(self, name: str) -> str:
         return f"http://{self.net.hosts[name].address}:{API}"
 
@@ -197,13 +208,13 @@ def test_four_members_on_four_hosts_trade_and_survive_a_flaky_member(consortium:
         wait_until("every TLS link up", lambda: all(c.peers(n) == 3 for n in MEMBERS), timeout_s=30)
 
         # Trades across hosts: each member submits from its own host to its own node, by DNS name.
-        slot = pick_slot(c, lead_s=8)
+        slot = pick_slot(c, lead_s=12)
         orders = [("generator", "sell", 40, 3_000), ("user", "buy", 90, 2_000), ("retailer", "buy", 60, 1_500)]
-        for name, side, price, qty in orders:
-            out = c.on(name, "tx", "order", "--node", f"http://{c.net.hosts[name].fqdn}:{API}",
-                       "--key", str(c.home(name) / "account_key.json"), "--slot", str(slot), "--side", side,
-                       "--price", str(price), "--quantity-wh", str(qty), "--wait")
-            assert out["status"] == "committed", out
+        placed = c.on_all([(name, ["tx", "order", "--node", f"http://{c.net.hosts[name].fqdn}:{API}",
+                                   "--key", str(c.home(name) / "account_key.json"), "--slot", str(slot),
+                                   "--side", side, "--price", str(price), "--quantity-wh", str(qty), "--wait"])
+                           for name, side, price, qty in orders])
+        assert all(p["status"] == "committed" for p in placed), placed
         cleared = wait_until("clearing", lambda: (s := get(f"{c.api('grid')}/v1/market/slots/{slot}"))
                              and s["status"] != "open" and s, timeout_s=4 * SLOT_MS / 1000)
         assert cleared["volume_wh"] == 3_000, cleared
