@@ -258,7 +258,8 @@ def test_four_members_on_four_hosts_trade_and_survive_a_flaky_member(consortium:
         assert {(s["volume_wh"], s["price_u_per_wh"]) for s in slots} == {(3_000, cleared["price_u_per_wh"])}
 
         def same_accounts() -> bool:
-            views = [{n: get(f"{c.api(n)}/v1/accounts/{a['address']}") for a in accounts.values()} for n in MEMBERS]
+            views = [{a['address']: get(f"{c.api(n)}/v1/accounts/{a['address']}") for a in accounts.values()}
+                     for n in MEMBERS]
             return all(v == views[0] for v in views)
 
         wait_until("every node showing the same accounts", same_accounts, timeout_s=15)
