@@ -208,7 +208,7 @@ def test_four_members_on_four_hosts_trade_and_survive_a_flaky_member(consortium:
         wait_until("every TLS link up", lambda: all(c.peers(n) == 3 for n in MEMBERS), timeout_s=30)
 
         # Trades across hosts: each member submits from its own host to its own node, by DNS name.
-        slot = pick_slot(c, lead_s=12)
+        slot = pick_slot(c, lead_s=25)  # room for three CLI processes on a loaded machine
         orders = [("generator", "sell", 40, 3_000), ("user", "buy", 90, 2_000), ("retailer", "buy", 60, 1_500)]
         placed = c.on_all([(name, ["tx", "order", "--node", f"http://{c.net.hosts[name].fqdn}:{API}",
                                    "--key", str(c.home(name) / "account_key.json"), "--slot", str(slot),
