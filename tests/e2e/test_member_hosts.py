@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from tests.e2e import netns
+from tests.e2e.harness import DEPLOY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -37,6 +39,7 @@ BALANCE_U = 1_000_000_000_000
 SLOT_MS = 10_000
 P2P, API, METRICS = 26656, 8080, 9100
 FLAKY = "user"
+MEMBER_COMPOSE = DEPLOY / "member" / "docker-compose.yml"
 T = TypeVar("T")
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -93,10 +96,14 @@ class Consortium:
         return f"http://{self.net.hosts[name].address}:{API}"
 
     def start(self, name: str) -> None:
+        """Start a node the way deploy/member/docker-compose.yml does: its command and
+        environment, with the home directory in place of the container's /data."""
+        service = yaml.safe_load(MEMBER_COMPOSE.read_text())["services"]["node"]
+        argv = [str(self.home(name)) if a == "/data" else a for a in service["command"]]
+        env = {**os.environ, **{k: str(v) for k, v in service["environment"].items() if "$" not in str(v)}}
         log = (self.home(name) / "node.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            self.net.hosts[name].exec_argv(GRIDCHAIN, "node", "--home", str(self.home(name))),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(self.net.hosts[name].exec_argv(GRIDCHAIN, *argv), env=env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
     def stop(self, name: str) -> None:

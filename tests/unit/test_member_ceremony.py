@@ -142,3 +142,21 @@ def test_member_config_refuses_a_key_that_is_not_a_validator(
     assert _cli(capsys, "keys", "new", "--out", str(home / "validator_key.json"))[0] == 0
     (home / "genesis.json").write_bytes((tmp_path / "genesis.json").read_bytes())
     assert _cli(capsys, "member", "config", "--home", str(home), "--members", *c["members"])[0] == 2
+
+
+def test_init_data_makes_fresh_safety_data_once_where_the_config_says(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the Kubernetes init container runs: GRIDCHAIN_DATA_DIR puts the database on
+    the volume; an existing database is never replaced."""
+    c = _ceremony(tmp_path, capsys)
+    home = tmp_path / "grid"
+    (home / "genesis.json").write_bytes((tmp_path / "genesis.json").read_bytes())
+    assert _cli(capsys, "member", "config", "--home", str(home), "--members", *c["members"])[0] == 0
+    assert not (home / "data").exists()  # no --new-chain: no database
+    volume = tmp_path / "volume"
+    monkeypatch.setenv("GRIDCHAIN_DATA_DIR", str(volume))
+    code, out = _cli(capsys, "member", "init-data", "--home", str(home))
+    assert code == 0 and out == {"data_dir": str(volume), "created": True}
+    before = (volume / "chain.sqlite").read_bytes()
+    code, out = _cli(capsys, "member", "init-data", "--home", str(home))
+    assert code == 0 and out["created"] is False and (volume / "chain.sqlite").read_bytes() == before
