@@ -236,8 +236,10 @@ def test_four_members_on_four_hosts_trade_and_survive_a_flaky_member(consortium:
         # A cut link: the other three keep a quorum and commit; the cut member loses its peers.
         others = tuple(n for n in MEMBERS if n != FLAKY)
         c.net.cut(FLAKY)
-        grown = keeps_committing(c, others, window_s=20, at_least=3)
-        print(f"blocks committed by the others in the 20 s after the cut: {grown}")
+        # Slow at first: the cut validator stays eligible to lead until its failed rounds are
+        # in committed history (docs/CREDIT.md), and each of its rounds ends by timeout.
+        grown = keeps_committing(c, others, window_s=30, at_least=3)
+        print(f"blocks committed by the others in the 30 s after the cut: {grown}")
         wait_until(f"the dead links to {FLAKY} noticed", lambda: all(c.peers(n) == 2 for n in others),
                    timeout_s=40)
         c.net.heal(FLAKY)
@@ -250,7 +252,8 @@ def test_four_members_on_four_hosts_trade_and_survive_a_flaky_member(consortium:
         height_before = c.height(FLAKY)
         c.stop(FLAKY)
         c.net.move(FLAKY, f"{c.net.subnet}.14")
-        keeps_committing(c, others, window_s=4, at_least=2)
+        grown = keeps_committing(c, others, window_s=10, at_least=2)
+        print(f"blocks committed by the others in 10 s with {FLAKY} stopped: {grown}")
         c.start(FLAKY)
         wait_until(f"{FLAKY} ready at its new address", lambda: c.ready(FLAKY), timeout_s=90)
         wait_until("every link up again", lambda: all(c.peers(n) == 3 for n in MEMBERS), timeout_s=60)
