@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sim",
     "keys",
     "genesis",
+    "member",
     "node",
     "join",
     "devnet",

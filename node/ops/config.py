@@ -123,11 +123,14 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     rate_limit_buckets: int = 10_000
     """Most rate-limit buckets kept per limit; the least recently used is evicted beyond it."""
     tls_cert: str = ""
-    """PEM certificate for the p2p listener; empty = plain ws://."""
+    """PEM certificate for the p2p listener; empty = plain ws://. Relative paths (all three
+    TLS files) are relative to the home. Peers authenticate by the handshake, which binds
+    this certificate to the validator key (node/ops/tls.py), so a self-signed one is enough."""
     tls_key: str = ""
     """PEM private key matching ``tls_cert``."""
     tls_ca: str = ""
-    """CA bundle used to verify peers' certificates when dialling wss:// URLs."""
+    """CA bundle used to verify peers' certificates when dialling wss:// URLs; empty = accept
+    any certificate the peer then binds to its validator key in the handshake."""
 
 
 def _coerce(value: str, annotation: Any) -> Any:
@@ -176,7 +179,10 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         raise ConfigError(f"{path}: {exc}") from exc
     if config.node_role not in NODE_ROLES:
         raise ConfigError(f"{path}: node_role must be one of {', '.join(NODE_ROLES)}")
-    return config
+    # TLS files named relative to the home (as `gridchain member config` writes them).
+    tls = {k: str(Path(home) / v) for k in ("tls_cert", "tls_key", "tls_ca")
+           if (v := getattr(config, k)) and not Path(v).is_absolute()}
+    return msgspec.structs.replace(config, **tls) if tls else config
 
 
 def data_path(home: Path, config: NodeConfig) -> Path:
