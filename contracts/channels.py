@@ -43,15 +43,21 @@ import msgspec
 from contracts import errors
 from contracts.context import BlockContext
 from contracts.genesis import SAFE_INT
-from contracts.records import ChannelChallenged, ChannelCloseStarted, ChannelFunded, ChannelOpened, ChannelSettled
+from contracts.records import (
+    ChannelChallenged,
+    ChannelCloseStarted,
+    ChannelFunded,
+    ChannelOpened,
+    ChannelSettled,
+)
 from contracts.state import Channel, Location, State, pair_key
 from contracts.token import credit, get_account
 from contracts.transactions import (
     ChallengeChannel,
     ChannelState,
     CloseChannel,
-    FundChannel,
     ForceCloseChannel,
+    FundChannel,
     OpenChannel,
     SettleChannel,
     Tx,

@@ -44,7 +44,17 @@ import msgspec
 from consensus import codec
 from consensus.credit import apply_committed_block
 from consensus.crypto import address
-from contracts import channels, dispatch, errors, market, metering, notary, registry, settlement, token
+from contracts import (
+    channels,
+    dispatch,
+    errors,
+    market,
+    metering,
+    notary,
+    registry,
+    settlement,
+    token,
+)
 from contracts.context import BlockContext
 from contracts.records import BlockRewards, TxReceipt
 from contracts.state import Account, Location, State

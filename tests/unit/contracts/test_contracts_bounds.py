@@ -355,12 +355,12 @@ def channel_bodies(draw: Any, plan: Plan) -> tuple[str, Any, bool]:
         return sign_channel_state(cs, chain.signers[name], chain_id=CHAIN_ID)
 
     if which == "force":
-        sender = draw(st.sampled_from(parties + ["con"]))
+        sender = draw(st.sampled_from([*parties, "con"]))
         other = parties[1] if sender == parties[0] else parties[0]
         return sender, ForceCloseChannel(state=cs, signature=draw(st.one_of(st.none(), st.just(signature(other))))), False
     sigs = dict(state=cs, signature_a=signature(parties[0]), signature_b=signature(parties[1]))
     if which == "close":
-        return draw(st.sampled_from(parties + ["con"])), CloseChannel(**sigs), False
+        return draw(st.sampled_from([*parties, "con"])), CloseChannel(**sigs), False
     return draw(anyone), ChallengeChannel(**sigs), False
 
 
