@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "market",
     "tx",
+    "channel",
     "query",
     "proof",
 )
