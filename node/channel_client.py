@@ -95,7 +95,11 @@ class ChannelParty:
         proposal = info["proposal"]
         if proposal is None or proposal["proposer"] == self.address:
             return None
-        state = msgspec.convert(proposal["state"], txs.ChannelState)
+        return await self.countersign_state(msgspec.convert(proposal["state"], txs.ChannelState),
+                                            min_gain_u=min_gain_u)
+
+    async def countersign_state(self, state: txs.ChannelState, *, min_gain_u: int = 0) -> dict[str, Any]:
+        """Countersign the proposal ``state`` (already known to this party) at its own node."""
         mine = state.balance_a_u if self.is_a else state.balance_b_u
         if state.seq != self.latest.seq + 1 or mine - self.balance_u < min_gain_u:
             raise ValueError(f"proposal {state.seq} is not an update this party accepts")
@@ -132,11 +136,11 @@ class ChannelParty:
 async def exchange(payer: ChannelParty, payee: ChannelParty, amount_u: int, *, energy_wh: int = 0,
                    final: bool = False) -> dict[str, Any]:
     """One update with both parties in this process: the payer proposes at the payee's node,
-    the payee countersigns there, the payer stores the co-signed state at its own node."""
+    the payee (handed the state directly, instead of fetching it) countersigns there, the
+    payer stores the co-signed state at its own node: three requests, two fsyncs."""
     state = payer.next_state(amount_u, energy_wh=energy_wh, final=final)
     await payer.propose(payee.own, state)
-    co_signed = await payee.countersign()
-    assert co_signed is not None
+    co_signed = await payee.countersign_state(state)
     await payer.keep(co_signed)
     return co_signed
 

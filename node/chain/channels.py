@@ -7,9 +7,10 @@ A participant's node is its channels' mailbox and memory. An update is a
 (``propose``); the other party's client fetches it, checks it, and *countersigns* there
 (``countersign``); the proposer then hands the co-signed state to its own node
 (``store_cosigned``). Each of these checks the state against the channel on chain
-(``contracts.channels.check_state_fits``) and the parties' account keys, and answers only
-once the state is on disk (``node.chain.channels_store``: fsync). Keys never leave the
-clients: the node signs nothing for a party.
+(``contracts.channels.check_state_fits``) and the parties' account keys; a co-signed state
+is acknowledged only once it is on disk (``node.chain.channels_store``: fsync), while a
+proposal waits in memory (it proves nothing; if lost, it is proposed again). Keys never
+leave the clients: the node signs nothing for a party.
 
 The watchtower: after every block that starts or changes a unilateral close, and at
 start, the node compares each closing channel's posted seq with the newest co-signed state
@@ -27,6 +28,8 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
+
 from consensus import codec, crypto
 from contracts import channels as ch
 from contracts import errors
@@ -34,7 +37,7 @@ from contracts.state import Channel
 from contracts.transactions import ChallengeChannel, ChannelState, Tx, sign_tx, verify_channel_state
 from node.api.protocol import CommittedBlock, NodeBackend
 from node.chain import clock
-from node.chain.channels_store import ChannelStore, CoSigned, Proposal, StoreFull
+from node.chain.channels_store import MAX_CHANNELS, ChannelStore, CoSigned, StoreFull
 
 log = logging.getLogger("gridchain.channels")
 
@@ -43,6 +46,16 @@ RESUBMIT_BLOCKS = 10
 CHALLENGE_TTL_MS = 120_000
 """Expiry of a watchtower's challenge transaction, from the node's clock."""
 _WAKE_TAGS = (b"channel_close_started", b"channel_challenged")
+
+
+class Proposal(msgspec.Struct, frozen=True):
+    """A state signed by one party (``proposer``), waiting for the other's signature."""
+
+    channel_id: str
+    seq: int
+    state: bytes
+    proposer: str
+    signature: bytes
 
 
 def cosigned_json(item: CoSigned) -> dict[str, Any]:
@@ -63,6 +76,9 @@ class ChannelService:
         self.store = store
         self.signer = signer
         self.address = crypto.address(signer.public_key)
+        self._proposals: dict[str, Proposal] = {}
+        """channel id -> the one proposal waiting here (memory only: a lost proposal is proposed
+        again); at most ``MAX_CHANNELS``, dropped once answered."""
         self._answered: dict[str, tuple[int, int]] = {}
         """channel id -> (seq submitted, height when submitted); pruned by every scan."""
         self._closing: set[str] = set()
@@ -93,7 +109,7 @@ class ChannelService:
         state = await self.backend.read_state()
         channel = state.channels.get(channel_id)
         latest = await self.store.latest(channel_id)
-        proposal = await self.store.proposal(channel_id)
+        proposal = self._proposals.get(channel_id)
         if channel is None and latest is None:
             return None
         return {"channel_id": channel_id, "channel": None if channel is None else codec.to_builtins(channel),
@@ -109,13 +125,15 @@ class ChannelService:
         latest = await self.store.latest(channel_id)
         if latest is not None and cs.seq <= latest.seq:
             raise errors.fail(errors.STALE_STATE, f"state {cs.seq} is not newer than the stored {latest.seq}")
+        if channel_id not in self._proposals and len(self._proposals) >= MAX_CHANNELS:
+            raise errors.fail(errors.LIMIT_REACHED, f"{MAX_CHANNELS} proposals are waiting on this node")
         item = Proposal(channel_id=channel_id, seq=cs.seq, state=codec.encode(cs), proposer=proposer,
                         signature=signature)
-        await self._durably(self.store.put_proposal(item))
+        self._proposals[channel_id] = item
         return proposal_json(item)
 
     async def countersign(self, channel_id: str, seq: int, signature: bytes) -> dict[str, Any]:
-        proposal = await self.store.proposal(channel_id)
+        proposal = self._proposals.get(channel_id)
         if proposal is None or proposal.seq != seq:
             raise errors.fail("not_found", f"no proposal {seq} of channel {channel_id}")
         cs = codec.decode(proposal.state, ChannelState)
@@ -128,6 +146,8 @@ class ChannelService:
                         signature_a=by_party[channel.party_a], signature_b=by_party[channel.party_b])
         if not await self._durably(self.store.put_cosigned(item)):
             raise errors.fail(errors.STALE_STATE, f"a state newer than {cs.seq} is stored")
+        if self._proposals.get(channel_id) is proposal:
+            del self._proposals[channel_id]
         return cosigned_json(item)
 
     async def store_cosigned(self, channel_id: str, cs: ChannelState, *, signature_a: bytes,

@@ -1,6 +1,6 @@
 """Durable store of payment-channel states held by this node (docs/CHANNELS.md): per channel
-the latest state co-signed by both parties, and at most one proposal awaiting its
-countersignature.
+the latest state co-signed by both parties — the watchtower's evidence. (Proposals awaiting
+a countersignature are not evidence; ``node.chain.channels`` keeps them in memory.)
 
 A node acknowledges an update only once it is on disk: the SQLite database runs with
 ``synchronous=FULL`` (WAL mode), so a commit returns after fsync and a crash or power cut
@@ -38,16 +38,6 @@ class CoSigned(msgspec.Struct, frozen=True):
     signature_b: bytes
 
 
-class Proposal(msgspec.Struct, frozen=True):
-    """A state signed by one party (``proposer``), waiting for the other's signature."""
-
-    channel_id: str
-    seq: int
-    state: bytes
-    proposer: str
-    signature: bytes
-
-
 class StoreFull(Exception):
     """The node keeps ``MAX_CHANNELS`` channels already."""
 
@@ -56,9 +46,6 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cosigned (
     channel_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL,
     signature_a BLOB NOT NULL, signature_b BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS proposals (
-    channel_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB NOT NULL,
-    proposer TEXT NOT NULL, signature BLOB NOT NULL);
 """
 
 
@@ -99,13 +86,6 @@ class ChannelStore:
             return None if row is None else CoSigned(*row)
         return await self._run(read)
 
-    async def proposal(self, channel_id: str) -> Proposal | None:
-        def read() -> Proposal | None:
-            row = self._db.execute("SELECT channel_id, seq, state, proposer, signature FROM proposals "
-                                   "WHERE channel_id = ?", (channel_id,)).fetchone()
-            return None if row is None else Proposal(*row)
-        return await self._run(read)
-
     async def all_latest(self) -> list[CoSigned]:
         """Every channel's latest co-signed state (at most ``MAX_CHANNELS``)."""
         def read() -> list[CoSigned]:
@@ -116,8 +96,8 @@ class ChannelStore:
     # --- writes (durable when they return) --------------------------------------------------
 
     async def put_cosigned(self, item: CoSigned) -> bool:
-        """Keep ``item`` if it is newer than the stored state (and drop a proposal it answers);
-        True if it was kept. On disk (fsync) when this returns."""
+        """Keep ``item`` if it is newer than the stored state; True if it was kept. On disk
+        (fsync) when this returns."""
         def write() -> bool:
             with self._db:  # one transaction: BEGIN ... COMMIT
                 self._db.execute("BEGIN IMMEDIATE")
@@ -125,27 +105,13 @@ class ChannelStore:
                 if row is not None and row[0] >= item.seq:
                     return False
                 if row is None:
-                    self._check_room("cosigned")
+                    self._check_room()
                 self._db.execute("INSERT OR REPLACE INTO cosigned VALUES (?, ?, ?, ?, ?)",
                                  (item.channel_id, item.seq, item.state, item.signature_a, item.signature_b))
-                self._db.execute("DELETE FROM proposals WHERE channel_id = ? AND seq <= ?",
-                                 (item.channel_id, item.seq))
                 return True
         return await self._run(write)
 
-    async def put_proposal(self, item: Proposal) -> None:
-        """Keep ``item`` as the channel's one pending proposal (replacing an older one)."""
-        def write() -> None:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                if self._db.execute("SELECT 1 FROM proposals WHERE channel_id = ?",
-                                    (item.channel_id,)).fetchone() is None:
-                    self._check_room("proposals")
-                self._db.execute("INSERT OR REPLACE INTO proposals VALUES (?, ?, ?, ?, ?)",
-                                 (item.channel_id, item.seq, item.state, item.proposer, item.signature))
-        await self._run(write)
-
-    def _check_room(self, table: str) -> None:
-        (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+    def _check_room(self) -> None:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM cosigned").fetchone()
         if count >= MAX_CHANNELS:
             raise StoreFull(f"this node keeps {MAX_CHANNELS} channels")
