@@ -14,6 +14,9 @@ proposals are left. Keys stay on this machine.
   ``--unilateral`` with the latest co-signed state (starts the challenge period), or
   ``--settle`` once the period is over.
 * ``status``: the channel on chain and the states this node holds.
+* ``bench``: with both parties' keys, open a channel, run ``--updates`` off-chain updates
+  through the two nodes, close it cooperatively, and print updates/s, latency and the
+  on-chain transactions the channel saved.
 
 Example::
 
@@ -70,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     g.add_argument("--settle", action="store_true", help="pay out after the challenge period")
     p.add_argument("--timeout-s", type=float, default=30.0)
     action("status", "The channel on chain and the states this node holds", key=False)
+    p = action("bench", "Measure off-chain updates/s for one pair (opens and closes a channel)", channel=False)
+    p.add_argument("--peer-node", required=True, help="the counterparty's node API URL")
+    p.add_argument("--peer-key", required=True, help="the counterparty's key file")
+    p.add_argument("--updates", type=common.positive_int, default=1_000)
+    p.add_argument("--deposit-u", type=common.positive_int, default=10_000_000)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,4 +170,13 @@ async def _status(args: argparse.Namespace, own: AsyncClient) -> dict[str, Any]:
     return await own.request("GET", f"/v1/channels/{args.channel}")  # type: ignore[no-any-return]
 
 
-_ACTIONS = {"open": _open, "fund": _fund, "pay": _pay, "watch": _watch, "close": _close, "status": _status}
+async def _bench(args: argparse.Namespace, own: AsyncClient) -> dict[str, Any]:
+    from node.cli.channel_bench import bench
+
+    async with AsyncClient(args.peer_node) as peer:
+        return await bench(own=own, peer=peer, signer=keys.load_signer(args.key),
+                           peer_signer=keys.load_signer(args.peer_key), updates=args.updates,
+                           deposit_u=args.deposit_u)
+
+
+_ACTIONS = {"bench": _bench, "open": _open, "fund": _fund, "pay": _pay, "watch": _watch, "close": _close, "status": _status}
