@@ -60,9 +60,20 @@ def _channel_id(request: web.Request) -> str:
     return channel_id
 
 
+def _integers(value: Any) -> Any:
+    """``value`` with integral floats (``5.0``, the same JSON number as ``5``) as ints."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_U64:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integers(v) for v in value]
+    return value
+
+
 def _state(obj: Any) -> ChannelState:
     try:
-        return msgspec.convert(obj, ChannelState, strict=True)
+        return msgspec.convert(_integers(obj), ChannelState, strict=True)
     except msgspec.ValidationError as exc:
         raise ApiError(tx_errors.MALFORMED, f"invalid channel state: {exc}") from None
 
@@ -127,7 +138,7 @@ class ChannelRoutes:
         channel_id = _channel_id(request)
         service = self._service()
         obj = await _body(request, "seq", "signature")
-        seq = obj["seq"]
+        seq = _integers(obj["seq"])
         if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_U64:
             raise ApiError(tx_errors.MALFORMED, f"seq must be an integer in [0, {MAX_U64}]")
         return await self._call(service.countersign(channel_id, seq, _signature(obj, "signature")))
