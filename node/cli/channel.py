@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 from contracts import transactions as txs
@@ -141,12 +142,12 @@ async def _watch(args: argparse.Namespace, own: AsyncClient) -> dict[str, Any]:
             done = await party.countersign()
         except ValueError as exc:  # a proposal that does not pay this party: leave it unsigned
             if str(exc) != refused:
-                print(f"refused: {exc}", flush=True)
+                print(f"refused: {exc}", file=sys.stderr, flush=True)
                 refused = str(exc)
             done = None
         if done is not None:
             signed += 1
-            print(f"countersigned seq {party.latest.seq}: balance {party.balance_u} µ", flush=True)
+            print(f"countersigned seq {party.latest.seq}: balance {party.balance_u} µ", file=sys.stderr, flush=True)
             continue
         await asyncio.sleep(args.interval_s)
     return {"countersigned": signed, "seq": party.latest.seq, "balance_u": party.balance_u}

@@ -161,3 +161,19 @@ def test_settlement_records_energy_and_is_proven() -> None:
     record = codec.decode(leaf, Record)  # type: ignore[arg-type]
     assert isinstance(record, ChannelSettled) and record.energy_wh == 42 and record.how == "cooperative"
     assert verify_proof(leaf, prove(result.leaves, channel.settled_at.index), result.receipts_root)
+
+
+def test_the_lineage_names_every_record_and_the_readings_of_the_named_slots() -> None:
+    from contracts.channels import channel_lineage
+    from contracts.transactions import SubmitReading
+
+    chain, pair = _opened()
+    chain.ok(pair.fund(200))
+    chain.ok(chain.tx("pro", SubmitReading(slot=0, import_wh=0, export_wh=40), meter=True),
+             chain.tx("con", SubmitReading(slot=0, import_wh=40, export_wh=0), meter=True), at_ms=1_100)
+    chain.ok(pair.force_close("con", pair.state(1, 800, 400, energy_wh=40, reading_slots=(0,))), at_ms=1_200)
+    chain.ok(pair.settle("con"), at_ms=pair.deadline_ms())
+    lineage = channel_lineage(chain.state, pair.channel_id)
+    assert lineage is not None
+    assert list(lineage) == ["opened", "funded", "close_started", "settled", "a_reading_0", "b_reading_0"]
+    assert channel_lineage(chain.state, "00" * 32) is None
