@@ -18,6 +18,14 @@ root commits to the genesis state and every block's write set, costs O(writes) p
 block (not O(state)), and any divergence between nodes shows up at the block where
 it happened and stays visible. The root is stored in the state, so a node restored
 from ``encode_state`` bytes continues with the same roots.
+
+Checkpoints: the root alone does not say what the state *is*, so every
+``CHECKPOINT_EVERY`` blocks ``seal_block`` also encodes the whole state (the bytes
+carry the inner root just computed) and the height's root becomes
+``checkpoint_root(height, bytes)``. A node that receives those bytes from anyone
+(state sync) recomputes that root from them and compares it with a certified one;
+the cost is one ``encode_state`` per checkpoint, which the runtime stores as its
+snapshot instead of encoding again.
 """
 
 from __future__ import annotations
@@ -236,6 +244,21 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settled slots still held in state (sorted; pruned beyond ``market.history_slots``)."""
 
 
+CHECKPOINT_EVERY = 256
+"""Every this many blocks the root also commits to the whole state (``checkpoint_root``)."""
+
+
+def is_checkpoint(height: int) -> bool:
+    return height > 0 and height % CHECKPOINT_EVERY == 0
+
+
+def checkpoint_root(height: int, snapshot: bytes) -> bytes:
+    """The root of a checkpoint height: a digest of ``encode_state`` bytes taken right after
+    the block's write set was folded in (their ``root`` field is that inner root), so the
+    root binds the whole state as well as the history before it."""
+    return codec.digest(codec.encode(("checkpoint", height, codec.digest(snapshot))))
+
+
 TABLES: tuple[str, ...] = (
     "accounts", "orders", "slots", "trades", "positions", "readings", "settlements",
     "dispatches", "notary", "validators", "meta", "channels",
@@ -309,6 +332,9 @@ class State:
             "channels": self.channels,
         }
         self._journal: list[tuple[str, str, Any, bool]] | None = None
+        self.checkpoint: tuple[int, bytes] | None = None
+        """(height, bytes) of the latest checkpoint this state sealed (``CHECKPOINT_EVERY``):
+        the snapshot whose digest is folded into that height's root; the runtime takes it."""
         self._credit_before: CreditState | None = None
         self._dirty: dict[tuple[str, str], None] = {}
         # Derived indexes (not hashed; rebuilt by ``_reindex``).
@@ -452,6 +478,10 @@ class State:
             writes.append((table, key, None if value is None else codec.encode(value)))
         self._dirty.clear()
         self.root = codec.digest(codec.encode((self.root, height, codec.encode(self.credit), writes)))
+        if is_checkpoint(height):
+            data = encode_state(self)
+            self.root = checkpoint_root(height, data)
+            self.checkpoint = (height, data)
         return self.root
 
 
@@ -466,10 +496,19 @@ def encode_state(state: State) -> bytes:
 
 
 def decode_state(data: bytes) -> State:
-    """Inverse of ``encode_state``; raises ``codec.CodecError`` on bad bytes."""
+    """Inverse of ``encode_state``; raises ``codec.CodecError`` on bad bytes. (The bytes of a
+    checkpoint hold the inner root: set ``root`` to the checkpoint's, see ``restore_checkpoint``.)"""
     snap = codec.decode(data, Snapshot)
     state = State(snap.genesis, snap.credit, snap.root)
     for name in TABLES:
         state.table(name).update(getattr(snap, name))
     state._reindex()
+    return state
+
+
+def restore_checkpoint(height: int, data: bytes) -> State:
+    """The state at checkpoint ``height`` from its snapshot bytes (``State.checkpoint``), with
+    the root the chain committed to for that height; raises ``codec.CodecError`` on bad bytes."""
+    state = decode_state(data)
+    state.root = checkpoint_root(height, data)
     return state

@@ -106,7 +106,8 @@ def api_paths() -> dict[str, Any]:
             [_p("height", "path", "height or latest", {"anyOf": [_UINT, {"type": "string", "enum": ["latest"]}]}),
              _p("txs", "query", "full: decode each transaction; hashes (default): only their hashes",
                 {"type": "string", "enum": ["full", "hashes"]})],
-            op_id="getBlock", not_found="not_found: no committed block at that height"),
+            op_id="getBlock",
+            not_found="not_found: no committed block at that height; pruned: below the node's state-sync snapshot"),
         "/v1/accounts/{address}": _get(
             "Role, status, balance, locked, pending, debt, nonce, and its settlement lines (paged)",
             ref("AccountView"),

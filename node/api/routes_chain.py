@@ -64,6 +64,9 @@ class ChainRoutes:
         height = None if which == "latest" else uint(which, what="height")
         committed = await self.backend.block(height)
         if committed is None:
+            if height is not None and height <= getattr(self.backend, "pruned_height", lambda: 0)():
+                raise ApiError("pruned", f"block {which} is below the snapshot this node started from",
+                               status=404)
             raise ApiError("not_found", f"no committed block at height {which}")
         full = txs_view == "full"
         if full and len(committed.block.payload) > OFFLOAD_ITEMS:

@@ -150,6 +150,10 @@ class Backend(Admission):
             return "no_quorum"
         return None
 
+    def pruned_height(self) -> int:
+        """Blocks at or below it are not stored (the node started from a state-sync snapshot)."""
+        return self.driver.pruned_height()
+
     def healthy(self) -> bool:
         return all(not t.done() for t in self._tasks + self.driver._tasks)
 

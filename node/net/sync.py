@@ -107,7 +107,9 @@ class CatchUp:
                 last = max(first, height - 1)
                 break
         found = self.storage.commit_qc_at_or_below(last, first) if last >= first else None
-        if found is None and first <= head:
+        if first <= head and self.storage.block(first) is None:
+            found = None  # below the snapshot this node started from: never stored here
+        elif found is None and first <= head:
             found = self.storage.commit_qc_at_or_above(first)  # a long commit: send it whole
         if found is None:
             response = SyncResponse(blocks=(), commit_qc=None, head_height=head)

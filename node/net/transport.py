@@ -19,7 +19,8 @@ does the link carry frames.
 
 Frames are binary WebSocket messages: one kind byte and a payload:
 ``CONSENSUS`` (a ``consensus.types.Message``), ``TXS`` (a batch of raw signed
-transactions), ``SYNC_REQUEST``/``SYNC_RESPONSE`` (committed-block catch-up).
+transactions), ``SYNC_REQUEST``/``SYNC_RESPONSE`` (committed-block catch-up), and
+the kinds other modules register through ``extra_frames`` (state sync).
 Inbound frames are decoded with validation here, at the edge; consensus messages
 also pass ``validate`` (``consensus.validation.check_message``: signatures,
 membership, certificates). A bad frame is dropped and counted in
@@ -40,7 +41,7 @@ import logging
 import secrets
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,7 @@ class Transport:
         on_txs: Handler,
         on_sync_request: Handler,
         on_sync_response: Handler,
+        extra_frames: Mapping[int, tuple[Any, Handler]] | None = None,
         on_link_change: Callable[[int, bool], None] = lambda peer, up: None,
         drop_counter: Callable[[str], None] = lambda reason: None,
         max_bad_frames: int = 20,
@@ -158,6 +160,10 @@ class Transport:
             FRAME_SYNC_REQUEST: on_sync_request,
             FRAME_SYNC_RESPONSE: on_sync_response,
         }
+        self._extra_types: dict[int, Any] = {}
+        """Frame kinds other modules add (kind -> payload type), e.g. ``node.net.statesync``."""
+        for kind, (type_, handler) in (extra_frames or {}).items():
+            self._handlers[kind], self._extra_types[kind] = handler, type_
         self._on_link_change = on_link_change
         self._drop = drop_counter
         self.max_bad_frames = max_bad_frames
@@ -399,6 +405,8 @@ class Transport:
                 value = codec.decode(payload, TxBatch)  # type: ignore[arg-type]
             elif kind == FRAME_SYNC_REQUEST:
                 value = codec.decode(payload, SyncRequest)  # type: ignore[arg-type]
+            elif kind in self._extra_types:
+                value = codec.decode(payload, self._extra_types[kind])  # type: ignore[arg-type]
             else:
                 value = codec.decode(payload, SyncResponse)  # type: ignore[arg-type]
         except codec.CodecError:

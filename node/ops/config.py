@@ -84,6 +84,9 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     empty block (keep it below the genesis round timeout)."""
     snapshot_every_blocks: int = 200
     """A state snapshot is stored every this many blocks; restarts replay the blocks after it."""
+    state_sync: bool = False
+    """Start a node that is empty or far behind from a peer's certified state snapshot
+    (``node.net.statesync``) instead of replaying every block from genesis."""
     outbound_queue_messages: int = 4_096
     """Bound of each peer's outbound queue; on overflow the oldest gossip is dropped."""
     reconnect_min_ms: int = 100
@@ -115,6 +118,10 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 
 def _coerce(value: str, annotation: Any) -> Any:
+    if annotation in (bool, "bool"):
+        if value.lower() not in ("1", "0", "true", "false"):
+            raise ConfigError(f"expected 1, 0, true or false, got {value!r}")
+        return value.lower() in ("1", "true")
     if annotation in (int, "int"):
         try:
             return int(value)

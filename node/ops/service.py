@@ -39,6 +39,12 @@ from node.chain.channels_store import ChannelStore
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage
+from node.net.snapshots import (
+    FRAME_STATESYNC_REQUEST,
+    FRAME_STATESYNC_RESPONSE,
+    StateSyncRequest,
+    StateSyncResponse,
+)
 from node.net.transport import DROP_REASONS, Transport
 from node.ops import keys
 from node.ops.config import GENESIS_FILE, KEY_FILE, ConfigError, NodeConfig, data_path, load_config
@@ -96,7 +102,7 @@ class NodeService:
         if validators[self.config.node_id].public_key != key.public_key:
             raise ConfigError(f"{KEY_FILE} is not the key of genesis validator {self.config.node_id}")
         self.metrics = NodeMetrics()
-        self.metrics.init_labels([v.name for v in validators], (*DROP_REASONS, "invalid", "bad_sync",
+        self.metrics.init_labels([v.name for v in validators], (*DROP_REASONS, "invalid", "bad_sync", "bad_snapshot",
                                                                  "event_queue_full", "mempool_full",
                                                                  "gossip_overflow"))
         self.metrics.mempool_capacity.set(self.config.mempool_capacity)
@@ -114,6 +120,8 @@ class NodeService:
             validator_keys=[v.public_key for v in validators], validate=self._validate,
             on_consensus=self.driver.on_consensus, on_txs=self.backend.on_gossip,
             on_sync_request=self.driver.on_sync_request, on_sync_response=self.driver.on_sync_response,
+            extra_frames={FRAME_STATESYNC_REQUEST: (StateSyncRequest, self.driver.on_statesync_request),
+                          FRAME_STATESYNC_RESPONSE: (StateSyncResponse, self.driver.on_statesync_response)},
             on_link_change=self._links_changed,
             drop_counter=lambda reason: self.metrics.dropped.labels(reason=reason).inc(),
         )
