@@ -171,6 +171,45 @@ class NotaryRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     location: Location
 
 
+class Channel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A payment channel (``contracts.channels``): its deposits, and once a close has
+    started, the newest posted state; once settled, what each party was paid."""
+
+    channel_id: str
+    party_a: str
+    """The opener."""
+    party_b: str
+    """The counterparty."""
+    deposit_a_u: int
+    challenge_slots: int
+    opened_at: Location
+    deposit_b_u: int = 0
+    funded_at: Location | None = None
+    status: Literal["open", "closing", "settled"] = "open"
+    closed_by: str | None = None
+    """Who started the unilateral close."""
+    published_seq: int = 0
+    """The seq ``closed_by`` posted (a challenge at ``published_seq + 2`` or later proves it stale)."""
+    seq: int = 0
+    """Seq of the newest posted state."""
+    balance_a_u: int = 0
+    balance_b_u: int = 0
+    energy_wh: int = 0
+    reading_slots: tuple[int, ...] = ()
+    deadline_ms: int = 0
+    """Challenges are accepted in blocks whose time is below this; settlement from it on."""
+    close_at: Location | None = None
+    challenged_at: Location | None = None
+    paid_a_u: int = 0
+    paid_b_u: int = 0
+    settled_at: Location | None = None
+
+    @property
+    def total_u(self) -> int:
+        """What the channel holds until it is settled (Σ deposits)."""
+        return self.deposit_a_u + self.deposit_b_u
+
+
 class ValidatorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     index: int
     name: str
@@ -195,7 +234,8 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Height of the last executed block (0 = genesis)."""
     timestamp_ms: int = 0
     supply_u: int = 0
-    """Total supply: Σ(balance + locked + pending) − Σ debt; changes only by mint, burn, rewards."""
+    """Total supply: Σ(balance + locked + pending) + Σ deposits of unsettled channels − Σ debt;
+    changes only by mint, burn, rewards."""
     minted_u: int = 0
     burned_u: int = 0
     rewards_u: int = 0
@@ -228,7 +268,7 @@ def checkpoint_root(height: int, snapshot: bytes) -> bytes:
 
 TABLES: tuple[str, ...] = (
     "accounts", "orders", "slots", "trades", "positions", "readings", "settlements",
-    "dispatches", "notary", "validators", "meta", "node_keys",
+    "dispatches", "notary", "validators", "meta", "node_keys", "channels",
 )
 _MISSING: Any = object()
 
@@ -251,8 +291,9 @@ def _drop_from(index: dict[Any, dict[Any, None]], outer: Any, inner: Any) -> Non
         del index[outer]
 
 
-class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Serialised state (``encode_state``)."""
+class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Serialised state (``encode_state``). ``channels`` is left out while empty, so a
+    state without channels encodes as it did before channels existed."""
 
     genesis: Genesis
     root: bytes
@@ -269,6 +310,7 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     validators: dict[str, ValidatorInfo]
     meta: dict[str, Meta]
     node_keys: dict[str, NodeKey] = msgspec.field(default_factory=dict)
+    channels: dict[str, Channel] = {}
 
 
 class State:
@@ -291,12 +333,14 @@ class State:
         self.meta_table: dict[str, Meta] = {"meta": Meta()}
         self.node_keys: dict[str, NodeKey] = {}
         """account address -> the key its node uses on the peer network."""
+        self.channels: dict[str, Channel] = {}
         self._tables: dict[str, dict[str, Any]] = {
             "accounts": self.accounts, "orders": self.orders, "slots": self.slots,
             "trades": self.trades, "positions": self.positions, "readings": self.readings,
             "settlements": self.settlements, "dispatches": self.dispatches,
             "notary": self.notary, "validators": self.validators, "meta": self.meta_table,
             "node_keys": self.node_keys,
+            "channels": self.channels,
         }
         self._journal: list[tuple[str, str, Any, bool]] | None = None
         self.checkpoint: tuple[int, bytes] | None = None

@@ -25,6 +25,7 @@ from contracts import records as rec
 from contracts import state as st
 from contracts import traceability as tr
 from contracts import transactions as txs
+from node.api import openapi_channels
 from node.api.openapi_paths import api_paths, ref
 
 MAX_U64 = 2**63 - 1
@@ -291,7 +292,7 @@ class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _SCHEMA_TYPES: tuple[Any, ...] = (
     Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, ValidatorMember, Status, TxLookup, Dropped, TxView,
     MalformedTxView, BlockView, BlockRef, AccountView, SlotView, st.Order, Trades, Trace, Validators, DispatchList,
-    Health, Ready,
+    Health, Ready, *openapi_channels.SCHEMA_TYPES,
 )
 
 
@@ -305,6 +306,7 @@ _OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ]},
     ("LineageEntry", "block"): {"anyOf": [ref("BlockRef"), {"type": "object", "maxProperties": 0}]},
     ("TxLookup", "receipt"): {"anyOf": [ref("Receipt"), ref("Dropped"), {"type": "null"}]},
+    **openapi_channels.OVERRIDES,
 }
 
 
@@ -398,7 +400,7 @@ def openapi_document() -> dict[str, Any]:
     _hex_bytes_schemas(components, _SCHEMA_TYPES)
     for (name, prop), schema in _OVERRIDES.items():
         components[name]["properties"][prop] = schema
-    paths = api_paths()
+    paths = {**api_paths(), **openapi_channels.channel_paths()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "GridChain node API", "version": "1", "description":

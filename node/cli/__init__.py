@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "market",
     "tx",
+    "channel",
     "query",
     "proof",
 )

@@ -39,6 +39,8 @@ from contracts.genesis import Genesis
 from node.api.app import API_VERSION, ApiError, create_api_app
 from node.chain.admission import BoundedSet
 from node.chain.backend import Backend
+from node.chain.channels import ChannelService
+from node.chain.channels_store import ChannelStore
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage
@@ -70,6 +72,8 @@ SHUTDOWN_TIMEOUT_S = 2.0
 
 VERIFIED_CACHE = 400_000
 """Most tx hashes remembered as signature-checked."""
+CHANNELS_FILE = "channels.sqlite3"
+"""The payment-channel store (``node.chain.channels_store``), in the data directory."""
 
 
 class _StatusFilter(logging.Filter):
@@ -144,6 +148,8 @@ class NodeService:
         )
         self.driver.transport = self.transport
         self.backend.transport = self.transport
+        self._signer = key.signer
+        self.channels: ChannelService | None = None
         self._runners: list[web.AppRunner] = []
         self.stopped = asyncio.Event()
 
@@ -157,7 +163,7 @@ class NodeService:
 
     # ------------------------------------------------------------------ apps
     def _api_app(self) -> web.Application:
-        app = create_api_app(self.backend, rate_limiter=self.backend.rate_limiter)
+        app = create_api_app(self.backend, rate_limiter=self.backend.rate_limiter, channels=self.channels)
         # Inside the API's error middleware: sees an ApiError before it becomes a response.
         app.middlewares.append(self._count_rejected_submissions)
         return app
@@ -223,6 +229,8 @@ class NodeService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.driver.load)
+        store = await ChannelStore.open(data_path(self.home, self.config) / CHANNELS_FILE)
+        channels = self.channels = ChannelService(backend=self.backend, store=store, signer=self._signer)
         await self._serve(self._p2p_app(), self.config.p2p_port,
                           None if self.observer else self.transport.server_ssl())
         await self._serve(self._api_app(), self.config.api_port)
@@ -236,6 +244,7 @@ class NodeService:
         else:
             self.driver.start()
         await self.backend.restore_journal()
+        await channels.start()
         log.info("node %s (%s %d, %s) up: p2p %d, api %d, metrics %d", self.config.name, self.config.node_role,
                  self.config.node_id, self.config.role, self.config.p2p_port, self.config.api_port,
                  self.config.metrics_port)
@@ -251,6 +260,8 @@ class NodeService:
         for runner in self._runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
+        if self.channels is not None:
+            await self.channels.stop()
         await self.backend.stop()
         await self.storage.close()
         self.stopped.set()

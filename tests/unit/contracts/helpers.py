@@ -137,7 +137,9 @@ class Chain:
 
 
 def holdings_minus_debt(state: State) -> int:
-    return sum(a.balance_u + a.locked_u + a.pending_u - a.debt_u for a in state.accounts.values())
+    """Σ holdings − Σ debt, with the deposits channels hold until they are settled."""
+    in_channels = sum(c.total_u for c in state.channels.values() if c.status != "settled")
+    return in_channels + sum(a.balance_u + a.locked_u + a.pending_u - a.debt_u for a in state.accounts.values())
 
 
 def check_invariants(state: State) -> None:
