@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gridchain",
         description="GridChain: a consortium blockchain for peer-to-peer electricity trading.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.metadata.version('gridchain')}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"node.cli.{name}").register(subparsers)

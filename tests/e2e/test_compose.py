@@ -337,3 +337,25 @@ def test_stop_and_recreate_resumes_the_same_chain_from_the_volumes(stack: h.Stac
     for name in h.NODE_NAMES:
         assert stack.block(name, height)["block_id"] == before, name
     TIMINGS["recreate_s"] = time.monotonic() - t0
+
+
+def test_observer_profile_follows_the_validators_and_serves_the_same_chain(stack: h.Stack) -> None:
+    """Setup: start the `observer` service (profile `participants`): it joins with its own
+    key, its member names that key on chain, and it follows. Check: it reports itself an
+    observer of the four validators and serves the same blocks and state roots as they do."""
+    t0 = time.monotonic()
+    stack.nodes["observer"] = h.Node(name="observer", api_port=h.free_port(), metrics_port=h.free_port())
+    try:
+        stack.compose("--profile", "participants", "up", "-d", "observer", timeout_s=300)
+        _wait_ready(stack, "observer", READY_TIMEOUT_S)
+        status = stack.status("observer")
+        assert status["node_role"] == "observer", status
+        assert len(status["validators"]) == len(h.NODE_NAMES), status
+        target = max(stack.height(name) for name in h.NODE_NAMES)
+        h.wait_for("the observer at the validators' height", lambda: True if stack.height("observer") >= target
+                   else None, timeout_s=90, interval_s=2)
+        _assert_same_chain(stack, ("observer", *h.NODE_NAMES), target, last=20)
+    finally:
+        stack.compose("--profile", "participants", "rm", "-s", "-f", "observer", check=False, timeout_s=120)
+        del stack.nodes["observer"]
+    TIMINGS["observer_s"] = time.monotonic() - t0

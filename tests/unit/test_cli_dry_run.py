@@ -83,3 +83,12 @@ def test_dry_run_sends_nothing_and_its_output_is_accepted_by_a_node(node: Any, c
         time.sleep(0.05)
     assert status == "committed"
     assert server.backend.state.accounts[gen].balance_u == before + 7
+
+
+def test_version_prints_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gridchain {importlib.metadata.version('gridchain')}"
