@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the command-line tools the deployment-file checks need
 # (tests/e2e/test_deploy_files.py): shellcheck, docker-compose, promtool (Debian
-# package prometheus) and curl. `make test` and `make test-fast` run this first,
+# package prometheus) and curl; and chromium, the browser the web page's tests
+# drive through Playwright (tests/integration/test_web_app.py). `make test` and `make test-fast` run this first,
 # so those checks never skip.
 #
 # Idempotent: only what is missing is installed; when everything is present it
@@ -18,17 +19,19 @@ declare -A PACKAGE_OF=(
     [docker-compose]=docker-compose
     [promtool]=prometheus
     [curl]=curl
+    [chromium]=chromium
 )
+TOOLS=(shellcheck docker-compose promtool curl chromium)
 
 missing=()
-for cmd in shellcheck docker-compose promtool curl; do
+for cmd in "${TOOLS[@]}"; do
     if ! command -v "$cmd" >/dev/null 2>&1; then
         missing+=("${PACKAGE_OF[$cmd]}")
     fi
 done
 
 if [[ "${#missing[@]}" -eq 0 ]]; then
-    log "shellcheck, docker-compose, promtool and curl are installed"
+    log "${TOOLS[*]} are installed"
     exit 0
 fi
 
@@ -46,7 +49,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 
-for cmd in shellcheck docker-compose promtool curl; do
+for cmd in "${TOOLS[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || { log "$cmd is still missing after apt-get install"; exit 1; }
 done
 log "installed ${missing[*]}"
