@@ -56,6 +56,7 @@ async function route() {
     const view = await mount(main, path.match(re).slice(1), query);
     current = view ?? null;
     main.dataset.view = nav;
+    main.dataset.hash = location.hash;
     main.dataset.ready = "1";
   } catch (e) {
     main.innerHTML = `<h2>${esc(title)}</h2><p class="msg err" role="alert">${esc(e.message)}</p>`;
