@@ -11,8 +11,8 @@ hex, hash lengths, integer parameters) before calling the backend, so bad input
 is answered with a 4xx and reaches nothing (``node.api.http_util``).
 
 Routes by topic: ``routes_tx`` (submission, tx status), ``routes_chain`` (status,
-health, blocks, validators), ``routes_market`` (contracts queries), ``events``
-(the ``/v1/events`` WebSocket stream).
+health, blocks, validators), ``routes_market`` (contracts queries), ``routes_browse``
+(paged lists for the web page), ``events`` (the ``/v1/events`` WebSocket stream).
 """
 
 from __future__ import annotations
