@@ -5,13 +5,21 @@
 import { esc, raw } from "/web/ui.js";
 
 const W = 560, H = 240, PAD = { l: 56, r: 16, t: 14, b: 34 };
+export const SERIES = 6;  // style.css colours .s0 … .s5
+
+/** The smallest of 1, 2, 5 × 10^k at or above ``v``: an axis maximum with round ticks. */
+export function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((m) => m * p).find((m) => m >= v);
+}
 
 function frame(label, body, { xLabel, yLabel, xMax, yMax, xMin = 0 }) {
   const ticks = [0, 0.5, 1].map((f) => {
     const y = PAD.t + (1 - f) * (H - PAD.t - PAD.b);
     const x = PAD.l + f * (W - PAD.l - PAD.r);
     return `<text x="${PAD.l - 6}" y="${y + 4}" text-anchor="end">${Math.round(f * yMax).toLocaleString("en-US")}</text>` +
-      `<text x="${x}" y="${H - PAD.b + 16}" text-anchor="middle">${Math.round(xMin + f * (xMax - xMin)).toLocaleString("en-US")}</text>` +
+      `<text x="${x}" y="${H - PAD.b + 16}" text-anchor="middle">${(xMin + f * (xMax - xMin)).toLocaleString("en-US", { maximumFractionDigits: 1 })}</text>` +
       `<line class="grid" x1="${PAD.l}" x2="${W - PAD.r}" y1="${y}" y2="${y}"/>`;
   }).join("");
   return raw(`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(label)}">` +
@@ -42,8 +50,8 @@ function stepPath(st, xMax, yMax) {
 /** Supply and demand of one slot's book, with the clearing point (price, volume) when cleared. */
 export function supplyDemand(orders, clearing, slot) {
   const demand = steps(orders, "buy"), supply = steps(orders, "sell");
-  const xMax = Math.max(1, demand.at(-1)?.to ?? 0, supply.at(-1)?.to ?? 0);
-  const yMax = Math.max(1, ...orders.map((o) => o.price_u_per_wh), clearing?.price ?? 0) * 1.1;
+  const xMax = niceMax(Math.max(1, demand.at(-1)?.to ?? 0, supply.at(-1)?.to ?? 0));
+  const yMax = niceMax(Math.max(1, ...orders.map((o) => o.price_u_per_wh), clearing?.price ?? 0) * 1.1);
   let body = `<path class="demand" d="${stepPath(demand, xMax, yMax)}"/><path class="supply" d="${stepPath(supply, xMax, yMax)}"/>`;
   let label = `Slot ${slot}: demand ${demand.at(-1)?.to ?? 0} Wh in ${demand.length} bids, supply ${supply.at(-1)?.to ?? 0} Wh in ${supply.length} asks`;
   if (clearing && clearing.price !== null && clearing.price !== undefined) {
@@ -61,11 +69,13 @@ export function lines(label, series, { xLabel, yLabel }) {
   const all = series.flatMap((s) => s.points);
   if (!all.length) return raw(`<p class="muted">${esc(label)}: no data yet</p>`);
   const xMin = Math.min(...all.map((p) => p[0])), xMax = Math.max(xMin + 1, ...all.map((p) => p[0]));
-  const yMax = Math.max(1, ...all.map((p) => p[1])) * 1.1;
+  const yMax = niceMax(Math.max(1, ...all.map((p) => p[1])) * 1.1);
   const body = series.map((s, i) => {
-    const d = s.points.map((p, k) => `${k ? "L" : "M"}${sx(p[0], xMax, xMin)},${sy(p[1], yMax)}`).join(" ");
-    const dots = s.points.map((p) => `<circle class="${s.cls}" cx="${sx(p[0], xMax, xMin)}" cy="${sy(p[1], yMax)}" r="2.5"/>`).join("");
-    return `<path class="${s.cls}" d="${d}"/>${dots}<text class="${s.cls}-t" x="${W - 140}" y="${22 + 14 * i}">${esc(s.name)}</text>`;
+    const cls = `s${i % SERIES}`;
+    const d = s.points.map((p, k) => `${k ? "L" : "M"}${sx(p[0], xMax, xMin)},${sy(p[1], yMax) + i}`).join(" ");
+    const dots = s.points.map((p) => `<circle class="${cls}" cx="${sx(p[0], xMax, xMin)}" cy="${sy(p[1], yMax) + i}" r="2.5"/>`).join("");
+    return `<path class="${cls}" d="${d}"/>${dots}<rect class="${cls}" x="${W - 150}" y="${14 + 14 * i}" width="10" height="10"/>` +
+      `<text x="${W - 136}" y="${23 + 14 * i}">${esc(s.name)}</text>`;
   }).join("");
   return frame(label, body, { xLabel, yLabel, xMax, yMax, xMin });
 }

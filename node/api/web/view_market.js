@@ -8,10 +8,23 @@ import { lines, pairedBars, supplyDemand } from "/web/charts.js";
 import { $, cards, fmt, html, link, table, time } from "/web/ui.js";
 import { SETTLEMENT_HEADERS, settlementRows, tradeRows } from "/web/view_records.js";
 
-/** The latest slot that has cleared with orders, else the current one. */
-function focusSlot(history) {
-  const cleared = history.filter((h) => h.order_count > 0);
-  return cleared.length ? cleared.at(-1).slot : chain.status.market.current_slot;
+/** The slot named in the URL, else the latest that traded, else the latest with orders, else the current one. */
+function focusSlot(history, query) {
+  if (/^\d+$/.test(query.get("slot") ?? "")) return Number(query.get("slot"));
+  const traded = history.filter((h) => h.volume_wh > 0);
+  const ordered = history.filter((h) => h.order_count > 0);
+  return (traded.at(-1) ?? ordered.at(-1))?.slot ?? chain.status.market.current_slot;
+}
+
+/** Links that show another slot's curves, keeping the rest of the URL. */
+function slotPicker(history, shown, query) {
+  const m = chain.status.market;
+  const slots = [...new Set([...history.slice(-8).map((h) => h.slot), m.current_slot, m.current_slot + 1, m.current_slot + 2])];
+  return slots.map((s) => {
+    const q = new URLSearchParams(query);
+    q.set("slot", s);
+    return s === shown ? html`<b aria-current="true">${s}</b> ` : html`<a href="#/market?${q.toString()}">${s}</a> `;
+  });
 }
 
 async function curves(slot) {
@@ -39,7 +52,8 @@ async function depth() {
 
 export async function mount(main, _params, query) {
   main.innerHTML = html`<h2>Market</h2><div id="mk-cards"></div>
-    <div class="grid2"><section aria-labelledby="h-curves"><h3 id="h-curves">Supply and demand, slot <span id="mk-slot"></span></h3><div id="mk-curves"></div></section>
+    <div class="grid2"><section aria-labelledby="h-curves"><h3 id="h-curves">Supply and demand, slot <span id="mk-slot"></span></h3>
+      <p class="pager" id="mk-pick" aria-label="show another slot"></p><div id="mk-curves"></div></section>
     <section aria-labelledby="h-depth"><h3 id="h-depth">Depth of open slots</h3><div id="mk-depth"></div></section>
     <section aria-labelledby="h-price"><h3 id="h-price">Clearing price over time</h3><div id="mk-price"></div></section>
     <section aria-labelledby="h-volume"><h3 id="h-volume">Volume over time</h3><div id="mk-volume"></div></section></div>
@@ -49,24 +63,29 @@ export async function mount(main, _params, query) {
   const refresh = async () => {
     const m = chain.status.market;
     const history = (await get("/v1/market/history?limit=48")).slots;
-    const slot = focusSlot(history);
+    const slot = focusSlot(history, query);
     const [c, d, trades] = await Promise.all([curves(slot), depth(),
       get(`/v1/market/trades?limit=20${before ? `&before=${before}` : ""}`)]);
     $("#mk-cards").innerHTML = cards([["current slot", link.slot(m.current_slot)], ["slot length", `${fmt(m.slot_ms)} ms`],
       ["gate closes", `${fmt(m.gate_lead_ms)} ms before delivery`], ["price range µ/Wh", `${m.p_min}–${m.p_max}`]]).s;
     $("#mk-slot").innerHTML = link.slot(slot).s;
+    $("#mk-pick").innerHTML = html`Slots: ${slotPicker(history, slot, query)}`.s;
     $("#mk-curves").innerHTML = c.svg.s;
     $("#mk-depth").innerHTML = d.svg.s + table(["slot", "bids Wh", "asks Wh"], d.rows, { caption: "Open quantity" }).s;
     const priced = history.filter((h) => h.price_u_per_wh !== null);
-    $("#mk-price").innerHTML = lines("Clearing price per slot", [{ name: "price µ/Wh", cls: "a", points: priced.map((h) => [h.slot, h.price_u_per_wh]) }],
+    $("#mk-price").innerHTML = lines("Clearing price per slot", [{ name: "price µ/Wh", points: priced.map((h) => [h.slot, h.price_u_per_wh]) }],
       { xLabel: "slot", yLabel: "µ/Wh" }).s;
-    $("#mk-volume").innerHTML = lines("Cleared volume per slot", [{ name: "volume Wh", cls: "b", points: history.map((h) => [h.slot, h.volume_wh]) }],
+    $("#mk-volume").innerHTML = lines("Cleared volume per slot", [{ name: "volume Wh", points: history.map((h) => [h.slot, h.volume_wh]) }],
       { xLabel: "slot", yLabel: "Wh" }).s;
     $("#mk-trades").innerHTML = table(["trade (trace)", "slot", "buyer", "seller", "Wh", "price µ/Wh"], tradeRows(trades.trades.slice().reverse()),
       { caption: before ? `Trades before ${before}` : "Newest trades", id: "recent-trades" }).s;
     const older = $("#mk-older");
     older.hidden = !trades.next;
-    if (trades.next) older.href = `#/market?before=${trades.next}`;
+    if (trades.next) {
+      const q = new URLSearchParams(query);
+      q.set("before", trades.next);
+      older.href = `#/market?${q.toString()}`;
+    }
   };
   await refresh();
   return { refresh };

@@ -49,7 +49,7 @@ export async function mount(main) {
       fmt(v.excluded_until_round), `${(v.leader_share_ppm / 10_000).toFixed(1)} %`, fmt(v.blocks_proposed), fmt(v.qcs_signed),
       fmt(v.failed_rounds), `${v.window_led} / ${v.window_failed}`, fmt(v.rewards_u)]), { caption: "Validators", id: "validators" }).s;
     $("#op-credit").innerHTML = lines("Credit per validator by height", vals.map((v, i) => ({
-      name: v.name, cls: i % 2 ? "b" : "a", points: samples.map((p) => [p.height, p.credits[i] ?? 0]) })),
+      name: v.name, points: samples.map((p) => [p.height, p.credits[i] ?? 0]) })),
     { xLabel: "height (sampled by this page)", yLabel: "credit" }).s;
     const creditSum = vals.reduce((n, v) => n + v.credit, 0) || 1;
     $("#op-share").innerHTML = pairedBars("Leader share and credit share per validator", vals.map((v) => ({
