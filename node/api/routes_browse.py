@@ -32,9 +32,13 @@ _j = codec.to_builtins
 
 
 def accounts_page(state: st.State, *, status: str | None, in_debt: bool, limit: int,
-                  after: str | None) -> dict[str, Any]:
+                  after: str | None, address: str | None = None) -> dict[str, Any]:
     """Accounts by address, filtered by ``status`` and/or a debt above zero; ``next`` is
-    the ``after`` of the next page (None on the last)."""
+    the ``after`` of the next page (None on the last). With ``address``, only that account
+    (an empty list when it is unknown: a client asks whether a key is registered without a 404)."""
+    if address is not None:
+        known = state.accounts.get(address)
+        return {"accounts": [_j(known)] if known is not None else [], "next": None}
     found = sorted(a for a, acc in state.accounts.items()
                    if (status is None or acc.status == status) and (not in_debt or acc.debt_u > 0)
                    and (after is None or a > after))
@@ -127,16 +131,17 @@ class BrowseRoutes:
         router.add_get(f"{prefix}/market/history", self.history)
 
     async def accounts(self, request: web.Request) -> web.Response:
-        query = query_params(request, "status", "in_debt", "limit", "after")
+        query = query_params(request, "status", "in_debt", "limit", "after", "address")
         status = query.get("status")
         if status is not None and status not in ACCOUNT_STATUSES:
             raise ApiError("bad_request", f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
         in_debt = query.get("in_debt", "false")
         if in_debt not in ("true", "false"):
             raise ApiError("bad_request", "in_debt must be true or false")
-        after = query.get("after")
+        after, address = query.get("after"), query.get("address")
         out = accounts_page(await self.backend.read_state(), status=status, in_debt=in_debt == "true",
-                            limit=_limit(query), after=parse_address(after, what="after") if after else None)
+                            limit=_limit(query), after=parse_address(after, what="after") if after is not None else None,
+                            address=parse_address(address) if address is not None else None)
         return json_response(out)
 
     async def orders_of(self, request: web.Request) -> web.Response:

@@ -79,8 +79,11 @@ async def test_accounts_filter_by_status_and_page_by_address(env: Any) -> None:
     rest = await get(client, f"/v1/accounts?limit=1000&status=active&after={first['next']}")
     assert [a["address"] for a in first["accounts"] + rest["accounts"]] == addresses
     assert (await get(client, "/v1/accounts?status=pending"))["accounts"] == []
+    assert [a["address"] for a in (await get(client, f"/v1/accounts?address={addr('cons')}"))["accounts"]] \
+        == [addr("cons")]
+    assert (await get(client, f"/v1/accounts?address={'0' * 40}"))["accounts"] == []
     assert (await get(client, "/v1/accounts?in_debt=true"))["accounts"] == []
-    for bad in ("status=gone", "in_debt=1", "limit=0", "limit=1001", "after=xyz"):
+    for bad in ("status=gone", "in_debt=1", "limit=0", "limit=1001", "after=xyz", "after=", "address="):
         await get(client, f"/v1/accounts?{bad}", status=400)
     await get(client, "/v1/market/trades?before=7", status=400)
 
