@@ -36,7 +36,7 @@ from node.ops.keys import new_signer, write_key_file
 from tests.integration.browser_util import browser, new_page, screenshot
 from tests.integration.cluster_util import free_base_port, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_web_app"), pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("devnet_web_app"), pytest.mark.timeout(360)]
 
 SLOT_MS = 8_000
 GRIDCHAIN = str(Path(sys.executable).with_name("gridchain"))
@@ -145,7 +145,7 @@ def cycle(devnet: dict[str, Any], chromium: Any) -> dict[str, Any]:
     urls, acc = devnet["urls"], devnet["accounts"]
     buyer = Participant(chromium, urls[0], acc["consumer-1"]["key_file"])
     seller = Participant(chromium, urls[1], acc["generator-1"]["key_file"])
-    target = pick_slot(urls[0], lead_s=10)
+    target = pick_slot(urls[0], lead_s=14)  # room for two pages to sign and commit before the gate
     slot = target["slot"]
     buyer.place(slot=slot, side="buy", price=60, quantity_wh=1_000)
     seller.place(slot=slot, side="sell", price=40, quantity_wh=1_000)
