@@ -69,7 +69,8 @@ def browse_paths() -> dict[str, Any]:
             [param("status", "query", "only accounts with this status", {"type": "string", "enum": list(ACCOUNT_STATUSES)}),
              param("in_debt", "query", "true: only accounts whose debt_u is above zero",
                    {"type": "string", "enum": ["true", "false"]}),
-             _LIMIT, param("after", "query", "next page: accounts after this address", _ADDRESS)],
+             _LIMIT, param("after", "query", "next page: accounts after this address", _ADDRESS),
+             param("address", "query", "only this account: a list of one, or empty when it is unknown", _ADDRESS)],
             op_id="listAccounts"),
         "/v1/accounts/{address}/orders": get_op(
             "The account's open orders, by slot", ref("OrderList"), [_ADDRESS_P], op_id="getAccountOrders"),
