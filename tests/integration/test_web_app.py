@@ -107,11 +107,21 @@ class Participant:
         self.page.wait_for_selector("#order-form, #register-form", timeout=UI_TIMEOUT_MS)
 
     def wait_text(self, selector: str, text: str) -> None:
-        self.page.wait_for_function(
-            "([s, t]) => (document.querySelector(s)?.textContent ?? '').includes(t)", arg=[selector, text],
-            timeout=UI_TIMEOUT_MS)
+        try:
+            self.page.wait_for_function(
+                "([s, t]) => (document.querySelector(s)?.textContent ?? '').includes(t)", arg=[selector, text],
+                timeout=UI_TIMEOUT_MS)
+        except Exception as exc:  # say what the page shows instead
+            shown = self.page.eval_on_selector_all(".msg", "els => els.map(e => `${e.id}: ${e.textContent}`)")
+            raise AssertionError(f"{selector} never showed {text!r}; messages on the page: {shown}; "
+                                 f"console errors: {self.page.errors}") from exc
+
+    def clear(self, selector: str) -> None:
+        """Empty a status message, so a wait for the next outcome cannot see the last one."""
+        self.page.eval_on_selector(selector, "e => { e.textContent = ''; }")
 
     def place(self, *, slot: int, side: str, price: int, quantity_wh: int) -> None:
+        self.clear("#order-msg")
         form = self.page.locator("#order-form")
         form.locator("select[name=slot]").select_option(str(slot))
         form.locator("select[name=side]").select_option(side)
@@ -151,15 +161,16 @@ def cycle(devnet: dict[str, Any], chromium: Any) -> dict[str, Any]:
     seller.place(slot=slot, side="sell", price=40, quantity_wh=1_000)
     buyer.wait_text("#order-msg", "committed")
     seller.wait_text("#order-msg", "committed")
-    buyer.wait_text("#my-orders", f"{slot}")
+    buyer.page.wait_for_selector(f"#my-orders a[href='#/slot/{slot}']", timeout=UI_TIMEOUT_MS)
 
     # A second order, cancelled from the open-orders table.
     later = slot + 4
     buyer.place(slot=later, side="buy", price=1, quantity_wh=10)
     buyer.wait_text("#order-msg", "committed")
-    buyer.wait_text("#my-orders", f"{later}")
+    buyer.page.wait_for_selector(f"#my-orders a[href='#/slot/{later}']", timeout=UI_TIMEOUT_MS)
     cancel = buyer.page.locator(f"#my-orders tr:has(a[href='#/slot/{later}']) button[data-cancel]")
     cancelled_id = cancel.get_attribute("data-cancel")
+    buyer.clear("#me-msg")
     cancel.click()
     buyer.wait_text("#me-msg", "cancel: committed")
     assert http_get(f"{urls[0]}/v1/orders/{cancelled_id}")["status"] == "cancelled"
@@ -231,6 +242,7 @@ def test_grid_operator_approves_a_registration_and_dispatches(
                            timeout=UI_TIMEOUT_MS)
     buyer = cycle["buyer"]
     buyer.page.wait_for_selector("#my-dispatch button[data-ack]", timeout=UI_TIMEOUT_MS)
+    buyer.clear("#me-msg")
     buyer.page.locator("#my-dispatch button[data-ack]").first.click()
     buyer.wait_text("#me-msg", "committed")
     buyer.wait_text("#my-dispatch", "acknowledged")
@@ -269,6 +281,7 @@ def test_every_view_has_its_url_no_console_error_and_no_serious_axe_violation(
         if name == "trade":
             page.wait_for_selector("main[data-trace-done]", timeout=UI_TIMEOUT_MS)
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        assert result["testEngine"]["name"] == "axe-core" and result["passes"], "axe checked nothing"
         bad = [f"{v['id']} ({v['impact']}): {v['help']}" for v in result["violations"]
                if v["impact"] in ("serious", "critical")]
         if bad:
