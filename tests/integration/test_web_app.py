@@ -130,12 +130,13 @@ class Participant:
         form.locator("button").click()
 
     def read_meter(self, *, slot: int, import_wh: int, export_wh: int) -> None:
+        """Fill and send the reading form; the caller waits for ``#reading-msg``."""
+        self.clear("#reading-msg")
         form = self.page.locator("#reading-form")
         form.locator("input[name=slot]").fill(str(slot))
         form.locator("input[name=import_wh]").fill(str(import_wh))
         form.locator("input[name=export_wh]").fill(str(export_wh))
         form.locator("button").click()
-        self.wait_text("#reading-msg", "committed")
 
 
 def pick_slot(url: str, *, lead_s: float) -> dict[str, Any]:
@@ -161,10 +162,22 @@ def cycle(devnet: dict[str, Any], chromium: Any) -> dict[str, Any]:
     seller.place(slot=slot, side="sell", price=40, quantity_wh=1_000)
     buyer.wait_text("#order-msg", "committed")
     seller.wait_text("#order-msg", "committed")
-    buyer.page.wait_for_selector(f"#my-orders a[href='#/slot/{slot}']", timeout=UI_TIMEOUT_MS)
 
-    # A second order, cancelled from the open-orders table.
-    later = slot + 4
+    buyer.page.wait_for_selector(f"#my-trades a[href^='#/trade/{slot}-']", timeout=UI_TIMEOUT_MS)
+    trade_id = buyer.page.locator(f"#my-trades a[href^='#/trade/{slot}-']").first.inner_text()
+
+    # Readings are accepted once a block's time has passed the slot's end.
+    wait_until("a block after the slot's end",
+               lambda: http_get(f"{urls[0]}/v1/status")["market"]["block_timestamp_ms"] >= target["end_ms"],
+               timeout_s=30)
+    # The reading window is one slot long: both meters read at once, then both outcomes.
+    buyer.read_meter(slot=slot, import_wh=1_000, export_wh=0)
+    seller.read_meter(slot=slot, import_wh=0, export_wh=1_000)
+    buyer.wait_text("#reading-msg", "committed")
+    seller.wait_text("#reading-msg", "committed")
+
+    # While the slot settles: a second order, cancelled from the open-orders table.
+    later = slot + 6  # its gate is still far: the cancel must come before it
     buyer.place(slot=later, side="buy", price=1, quantity_wh=10)
     buyer.wait_text("#order-msg", "committed")
     buyer.page.wait_for_selector(f"#my-orders a[href='#/slot/{later}']", timeout=UI_TIMEOUT_MS)
@@ -175,15 +188,6 @@ def cycle(devnet: dict[str, Any], chromium: Any) -> dict[str, Any]:
     buyer.wait_text("#me-msg", "cancel: committed")
     assert http_get(f"{urls[0]}/v1/orders/{cancelled_id}")["status"] == "cancelled"
 
-    buyer.page.wait_for_selector(f"#my-trades a[href^='#/trade/{slot}-']", timeout=UI_TIMEOUT_MS)
-    trade_id = buyer.page.locator(f"#my-trades a[href^='#/trade/{slot}-']").first.inner_text()
-
-    # Readings are accepted once a block's time has passed the slot's end.
-    wait_until("a block after the slot's end",
-               lambda: http_get(f"{urls[0]}/v1/status")["market"]["block_timestamp_ms"] >= target["end_ms"],
-               timeout_s=30)
-    buyer.read_meter(slot=slot, import_wh=1_000, export_wh=0)
-    seller.read_meter(slot=slot, import_wh=0, export_wh=1_000)
     buyer.page.wait_for_selector(f"#my-settlements a[href='#/slot/{slot}']", timeout=UI_TIMEOUT_MS)
     buyer.page.wait_for_selector(f"#my-readings a[href='#/slot/{slot}']", timeout=UI_TIMEOUT_MS)
     return {"buyer": buyer, "seller": seller, "slot": slot, "trade_id": trade_id,
@@ -194,6 +198,7 @@ def test_participant_trade_cycle_in_the_browser_ends_in_a_verified_trace(cycle: 
     buyer, slot = cycle["buyer"], cycle["slot"]
     settlement = buyer.page.locator(f"#my-settlements tr:has(a[href='#/slot/{slot}'])").inner_text()
     assert "1,000" in settlement and "read" in settlement, settlement
+    assert axe_serious(buyer.page) == []
     screenshot(buyer.page, "participant")
 
     buyer.page.locator(f"#my-trades a[href='#/trade/{cycle['trade_id']}']").click()
@@ -227,6 +232,7 @@ def test_grid_operator_approves_a_registration_and_dispatches(
     grid.goto(f"{urls[3]}/#/grid")
     grid.set_input_files("#grid-key input[type=file]", acc["grid-operator"]["key_file"])
     grid.wait_for_selector("#pending-registrations button[aria-label='approve newcomer']", timeout=UI_TIMEOUT_MS)
+    assert axe_serious(grid) == []
     screenshot(grid, "grid-operator")
     grid.locator("#pending-registrations button[aria-label='approve newcomer']").click()
     grid.wait_for_function("document.querySelector('#grid-msg').textContent.includes('committed')",
@@ -247,6 +253,16 @@ def test_grid_operator_approves_a_registration_and_dispatches(
     buyer.wait_text("#me-msg", "committed")
     buyer.wait_text("#my-dispatch", "acknowledged")
     assert grid.errors == [] and newcomer.page.errors == [] and buyer.page.errors == []
+
+
+def axe_serious(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    assert result["testEngine"]["name"] == "axe-core" and result["passes"], "axe checked nothing"
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
 
 
 def open_view(page: Any, route: str) -> None:
@@ -274,16 +290,12 @@ def test_every_view_has_its_url_no_console_error_and_no_serious_axe_violation(
     }
     page = new_page(chromium)
     page.goto(f"{url}/#/")
-    page.add_script_tag(path=str(AXE))
     violations: dict[str, list[str]] = {}
     for name, route in routes.items():
         open_view(page, route)
         if name == "trade":
             page.wait_for_selector("main[data-trace-done]", timeout=UI_TIMEOUT_MS)
-        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        assert result["testEngine"]["name"] == "axe-core" and result["passes"], "axe checked nothing"
-        bad = [f"{v['id']} ({v['impact']}): {v['help']}" for v in result["violations"]
-               if v["impact"] in ("serious", "critical")]
+        bad = axe_serious(page)
         if bad:
             violations[name] = bad
         screenshot(page, f"view-{name}")
