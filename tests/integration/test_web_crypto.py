@@ -1,7 +1,7 @@
 """The browser's encoder, signer and proof checker agree with the spec: in Debian's chromium,
 the page's own modules (node/api/web/codec.js, signing.js, merkle.js) re-derive every vector
 of docs/test-vectors/transactions.json — tx_bytes, signing domain, Ed25519 signature, raw
-and tx_hash, the notary statement — and accept exactly the Merkle proofs that
+and tx_hash, the notary statement; the decoder reads tx_bytes back — and accept exactly the Merkle proofs that
 contracts.traceability makes (a changed leaf, sibling or root is refused)."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ CHECK_VECTOR = """async (v) => {
     tx_bytes: codec.bytesToHex(signed.txBytes), signature: codec.bytesToHex(signed.signature),
     raw: codec.bytesToHex(signed.raw), tx_hash: signed.txHash, address: key.address,
     signing_domain: codec.bytesToHex(signing.txDomain(v.request.tx.chain_id)),
+    reencoded: codec.bytesToHex(codec.encodeTx(codec.decode(codec.hexToBytes(v.tx_bytes)))),
   };
   if (v.notary_statement) {
     out.notary_statement = codec.bytesToHex(codec.encodeNotaryStatement({
@@ -54,6 +55,7 @@ def test_browser_encoder_and_signer_reproduce_vector(page: Any, vector: dict[str
     got = page.evaluate(CHECK_VECTOR, vector)
     for field in ("tx_bytes", "signing_domain", "signature", "raw", "tx_hash"):
         assert got[field] == vector[field], field
+    assert got["reencoded"] == vector["tx_bytes"]  # the page's decoder reads back what it encodes
     assert got["address"] == vector["request"]["tx"]["sender"] or vector["kind"] == "submit_reading"
     assert vector["request"]["signature"] == vector["signature"]
     if "notary_statement" in vector:

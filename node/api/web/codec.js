@@ -146,3 +146,50 @@ export function encodeRaw(txBytes, signature) {
   w.bin(signature);
   return new Uint8Array(w.bytes);
 }
+
+/** Decode MessagePack (the subset GridChain writes: maps, arrays, str, bin, ints, nil, bools)
+ * into JSON-like values, bin as lowercase hex — the JSON form the API shows for a record. */
+export function decode(bytes) {
+  let at = 0;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const take = (n) => { if (at + n > bytes.length) throw new Error("truncated"); const s = bytes.subarray(at, at + n); at += n; return s; };
+  const uint = (n) => { let v = 0n; for (const b of take(n)) v = (v << 8n) | BigInt(b); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; };
+  const int = (n) => { const v = n === 1 ? view.getInt8(at) : n === 2 ? view.getInt16(at) : n === 4 ? view.getInt32(at) : Number(view.getBigInt64(at)); at += n; return v; };
+  const str = (n) => new TextDecoder("utf-8", { fatal: true }).decode(take(n));
+  const arr = (n) => Array.from({ length: n }, () => value());
+  const map = (n) => { const o = {}; for (let i = 0; i < n; i++) { const k = value(); o[k] = value(); } return o; };
+  function value() {
+    const t = take(1)[0];
+    if (t <= 0x7f) return t;
+    if (t >= 0xe0) return t - 0x100;
+    if ((t & 0xf0) === 0x80) return map(t & 0x0f);
+    if ((t & 0xf0) === 0x90) return arr(t & 0x0f);
+    if ((t & 0xe0) === 0xa0) return str(t & 0x1f);
+    switch (t) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: return bytesToHex(take(uint(1)));
+      case 0xc5: return bytesToHex(take(uint(2)));
+      case 0xc6: return bytesToHex(take(uint(4)));
+      case 0xcc: return uint(1); case 0xcd: return uint(2); case 0xce: return uint(4); case 0xcf: return uint(8);
+      case 0xd0: return int(1); case 0xd1: return int(2); case 0xd2: return int(4); case 0xd3: return int(8);
+      case 0xd9: return str(uint(1)); case 0xda: return str(uint(2)); case 0xdb: return str(uint(4));
+      case 0xdc: return arr(uint(2)); case 0xdd: return arr(uint(4));
+      case 0xde: return map(uint(2)); case 0xdf: return map(uint(4));
+      default: throw new Error(`unsupported MessagePack type 0x${t.toString(16)}`);
+    }
+  }
+  const out = value();
+  if (at !== bytes.length) throw new Error("trailing bytes");
+  return out;
+}
+
+/** Deep equality of JSON-like values (key order of objects ignored). */
+export function sameJson(a, b) {
+  if (a === b) return true;
+  if (typeof a !== typeof b || a === null || b === null || typeof a !== "object") return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a), kb = Object.keys(b);
+  return ka.length === kb.length && ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && sameJson(a[k], b[k]));
+}

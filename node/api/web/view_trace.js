@@ -1,9 +1,11 @@
 // Trade trace: the trade's lineage as a timeline (orders → clearing → trade → readings →
 // settlement). Each record's Merkle inclusion proof is checked here, in the browser, against
 // the receipts root of the block header this page fetches itself (GET /v1/blocks/{h}), not
-// the root the trace answer carries; each record gets a mark: verified or not.
+// the root the trace answer carries; and the record shown must be exactly the decoded leaf, so
+// the readable part cannot differ from what was proven. Each record gets a mark: verified or not.
 "use strict";
 import { get, validatorName } from "/web/api.js";
+import { decode, hexToBytes, sameJson } from "/web/codec.js";
 import { verifyProof } from "/web/merkle.js";
 import { $, esc, fmt, html, link, raw, time } from "/web/ui.js";
 
@@ -23,6 +25,11 @@ function summary(role, r) {
   return `${r.record ?? role}: ${parts.join(", ")}`;
 }
 
+/** The displayed record is the proven leaf, decoded here. */
+function shownIsProven(entry) {
+  try { return sameJson(decode(hexToBytes(entry.leaf)), entry.record); } catch (e) { return false; }
+}
+
 export async function mount(main, [tradeId]) {
   main.innerHTML = html`<h2>Trace of trade ${tradeId}</h2><p id="tr-summary" class="muted"></p><ol class="timeline" id="trace"></ol>`.s;
   const t = await get(`/v1/trace/trades/${tradeId}`);
@@ -34,7 +41,8 @@ export async function mount(main, [tradeId]) {
   for (const e of entries) {
     const h = e.location.height;
     const block = await header(h);
-    const ok = e.leaf !== null && e.proof !== null && await verifyProof(e.leaf, e.proof, block.receipts_root);
+    const ok = e.leaf !== null && e.proof !== null && await verifyProof(e.leaf, e.proof, block.receipts_root)
+      && shownIsProven(e);
     if (ok) verified++;
     items.push(html`<li data-role="${e.role}" data-verified="${ok ? "yes" : "no"}">
       <b>${TITLE[e.role] ?? e.role}</b> · block ${link.block(h)} (leaf ${e.location.index}) · ${time(block.timestamp_ms)} · by ${validatorName(block.author)}
