@@ -15,18 +15,18 @@ export async function get(path) {
   return body;
 }
 
-export const chain = { status: null, validators: [], names: new Map() };
+const VALIDATORS_EVERY = 10;
+/** Chain facts every view uses: the node's status, and the validators (re-read every VALIDATORS_EVERY refreshes). */
+export const chain = { status: null, validators: [], names: new Map(), refreshes: 0 };
 
-/** Refresh the status and the validator names every view uses. */
 export async function refreshChain() {
   chain.status = await get("/v1/status");
-  if (!chain.validators.length || chain.tick++ % 10 === 0) {
+  if (!chain.validators.length || chain.refreshes++ % VALIDATORS_EVERY === 0) {
     chain.validators = (await get("/v1/validators")).validators;
     chain.names = new Map(chain.validators.map((v) => [v.index, v.name]));
   }
   return chain.status;
 }
-chain.tick = 0;
 
 export const validatorName = (index) => chain.names.get(index) ?? `#${index}`;
 
