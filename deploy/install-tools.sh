@@ -2,9 +2,10 @@
 # Install the command-line tools the deployment-file checks need
 # (tests/e2e/test_deploy_files.py, test_member_deploy.py, test_member_hosts.py):
 # the linter shellcheck, docker-compose, promtool (Debian package prometheus), curl,
-# kubectl (Debian's kubernetes-client; its built-in kustomize renders deploy/member/k8s), and
-# ip/tc/iptables for the member hosts as network namespaces. `make test` and
-# `make test-fast` run this first, so those checks never skip.
+# kubectl (Debian's kubernetes-client; its built-in kustomize renders deploy/member/k8s),
+# ip/tc/iptables for the member hosts as network namespaces, and chromium, the browser
+# the web page's tests drive through Playwright (tests/integration/test_web_app.py).
+# `make test` and `make test-fast` run this first, so those checks never skip.
 #
 # Idempotent: only what is missing is installed; when everything is present it
 # does nothing and needs no root. Installing needs root (apt-get, no sudo).
@@ -24,8 +25,9 @@ declare -A PACKAGE_OF=(
     [ip]=iproute2
     [tc]=iproute2
     [iptables]=iptables
+    [chromium]=chromium
 )
-TOOLS=(shellcheck docker-compose promtool curl kubectl ip tc iptables)
+TOOLS=(shellcheck docker-compose promtool curl kubectl ip tc iptables chromium)
 
 missing=()
 for cmd in "${TOOLS[@]}"; do

@@ -12,12 +12,13 @@ is answered with a 4xx and reaches nothing (``node.api.http_util``).
 
 Routes by topic: ``routes_tx`` (submission, tx status), ``routes_chain`` (status,
 health, blocks, validators), ``routes_market`` (contracts queries), ``routes_channels``
-(payment-channel updates and traces), ``events`` (the ``/v1/events`` WebSocket stream).
+(payment-channel updates and traces), ``routes_browse`` (paged lists for the web page), ``events`` (the ``/v1/events`` WebSocket stream).
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import re
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,7 @@ from node.api.http_util import (
 )
 from node.api.protocol import CommittedBlock, NodeBackend, Overloaded, SubmitResult, TxLookup
 from node.api.rate_limit import RateLimiter
+from node.api.routes_browse import BrowseRoutes
 from node.api.routes_chain import ChainRoutes
 from node.api.routes_channels import ChannelBackend, ChannelRoutes
 from node.api.routes_market import MarketRoutes
@@ -60,16 +62,23 @@ async def index(request: web.Request) -> web.Response:
 
 async def web_asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in _WEB_ASSETS:
+    kind = _WEB_TYPES.get(name.rpartition(".")[2])
+    if kind is None or not _WEB_NAME.fullmatch(name) or not _web_path(name).is_file():
         raise ApiError("not_found", "no such file")
-    return web.Response(body=_web_file(name), content_type=_WEB_ASSETS[name])
+    return web.Response(body=_web_file(name), content_type=kind)
 
 
-_WEB_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+_WEB_TYPES = {"js": "text/javascript", "css": "text/css", "html": "text/html"}
+_WEB_NAME = re.compile(r"[a-z0-9_]+\.[a-z]+")
+"""The page's files are flat in web/: no path separators, no dot files."""
+
+
+def _web_path(name: str) -> Any:
+    return importlib.resources.files("node.api").joinpath("web", name)
 
 
 def _web_file(name: str) -> bytes:
-    return importlib.resources.files("node.api").joinpath("web", name).read_bytes()
+    return _web_path(name).read_bytes()
 
 
 def create_api_app(
@@ -117,6 +126,7 @@ def create_api_app(
     app.router.add_get(f"{v}/dispatch", market.dispatch)
     app.router.add_get(f"{v}/events", events.events)
     ChannelRoutes(backend, channels).mount(app, v)
+    BrowseRoutes(backend).add_to(app.router, v)
     app.router.add_get("/healthz", chain.healthz)
     app.router.add_get("/readyz", chain.readyz)
     app.router.add_get("/openapi.json", openapi)

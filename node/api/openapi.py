@@ -26,6 +26,8 @@ from contracts import state as st
 from contracts import traceability as tr
 from contracts import transactions as txs
 from node.api import openapi_channels
+from node.api.openapi_browse import SCHEMA_TYPES as BROWSE_TYPES
+from node.api.openapi_browse import browse_paths
 from node.api.openapi_paths import api_paths, ref
 
 MAX_U64 = 2**63 - 1
@@ -292,7 +294,7 @@ class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _SCHEMA_TYPES: tuple[Any, ...] = (
     Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, ValidatorMember, Status, TxLookup, Dropped, TxView,
     MalformedTxView, BlockView, BlockRef, AccountView, SlotView, st.Order, Trades, Trace, Validators, DispatchList,
-    Health, Ready, *openapi_channels.SCHEMA_TYPES,
+    Health, Ready, *openapi_channels.SCHEMA_TYPES, *BROWSE_TYPES,
 )
 
 
@@ -400,7 +402,7 @@ def openapi_document() -> dict[str, Any]:
     _hex_bytes_schemas(components, _SCHEMA_TYPES)
     for (name, prop), schema in _OVERRIDES.items():
         components[name]["properties"][prop] = schema
-    paths = {**api_paths(), **openapi_channels.channel_paths()}
+    paths = {**api_paths(), **openapi_channels.channel_paths(), **browse_paths()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "GridChain node API", "version": "1", "description":

@@ -32,7 +32,7 @@ _405 = _err("method_not_allowed: the path does not support this method (see Allo
 _400_PARAMS = "bad_request: a path or query parameter is invalid, unknown or repeated"
 
 
-def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None,
+def get_op(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | None = None,
          *, op_id: str, not_found: str | None = None,
          more: dict[str, Any] | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {
@@ -47,7 +47,7 @@ def _get(summary: str, schema: dict[str, Any], params: list[dict[str, Any]] | No
                     "responses": responses}}
 
 
-def _p(name: str, where: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def param(name: str, where: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": where, "required": where == "path", "description": description,
             "schema": schema}
 
@@ -56,7 +56,7 @@ _HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _ADDRESS = {"type": "string", "pattern": "^[0-9a-f]{40}$"}
 _UINT = {"type": "integer", "minimum": 0, "maximum": MAX_U64}
 _TRADE_ID = {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"}
-_SETTLEMENTS_LIMIT = _p("settlements_limit", "query", "settlement lines per page (default 100)",
+_SETTLEMENTS_LIMIT = param("settlements_limit", "query", "settlement lines per page (default 100)",
                         {"type": "integer", "minimum": 1, "maximum": views.SETTLEMENTS_PAGE_MAX})
 
 _SUBMIT_ERRORS = {
@@ -93,57 +93,57 @@ def api_paths() -> dict[str, Any]:
             "405": _405,
         },
     }}
-    hash_p = _p("hash", "path", "64 hex chars", _HASH)
+    hash_p = param("hash", "path", "64 hex chars", _HASH)
     paths: dict[str, Any] = {
-        "/v1/status": _get("Chain id, node id, role, height, round, leader, state root, peers, syncing, "
+        "/v1/status": get_op("Chain id, node id, role, height, round, leader, state root, peers, syncing, "
                            "market timing; node role (validator or observer), epoch and validator set", ref("Status"), op_id="getStatus"),
         "/v1/transactions": submit,
-        "/v1/transactions/{hash}": _get(
+        "/v1/transactions/{hash}": get_op(
             "pending / committed / failed, height, receipt", ref("TxLookup"), [hash_p],
             op_id="getTransaction", not_found="not_found: unknown transaction"),
-        "/v1/blocks/{height}": _get(
+        "/v1/blocks/{height}": get_op(
             "A committed block (height or 'latest'); ?txs=full decodes transactions", ref("BlockView"),
-            [_p("height", "path", "height or latest", {"anyOf": [_UINT, {"type": "string", "enum": ["latest"]}]}),
-             _p("txs", "query", "full: decode each transaction; hashes (default): only their hashes",
+            [param("height", "path", "height or latest", {"anyOf": [_UINT, {"type": "string", "enum": ["latest"]}]}),
+             param("txs", "query", "full: decode each transaction; hashes (default): only their hashes",
                 {"type": "string", "enum": ["full", "hashes"]})],
             op_id="getBlock",
             not_found="not_found: no committed block at that height; pruned: below the node's state-sync snapshot"),
-        "/v1/accounts/{address}": _get(
+        "/v1/accounts/{address}": get_op(
             "Role, status, balance, locked, pending, debt, nonce, and its settlement lines (paged)",
             ref("AccountView"),
-            [_p("address", "path", "40 hex chars", _ADDRESS), _SETTLEMENTS_LIMIT,
-             _p("settlements_before_slot", "query", "next page: lines of slots before this one", _UINT)],
+            [param("address", "path", "40 hex chars", _ADDRESS), _SETTLEMENTS_LIMIT,
+             param("settlements_before_slot", "query", "next page: lines of slots before this one", _UINT)],
             op_id="getAccount", not_found="not_found: unknown account"),
-        "/v1/market/slots/{slot}": _get(
+        "/v1/market/slots/{slot}": get_op(
             "Slot state, price, volume_wh, trades, and its settlement lines (paged)", ref("SlotView"),
-            [_p("slot", "path", "slot number", _UINT), _SETTLEMENTS_LIMIT,
-             _p("settlements_after_account", "query", "next page: lines of accounts after this one", _ADDRESS)],
+            [param("slot", "path", "slot number", _UINT), _SETTLEMENTS_LIMIT,
+             param("settlements_after_account", "query", "next page: lines of accounts after this one", _ADDRESS)],
             op_id="getSlot",
             not_found="beyond_horizon: the slot is beyond the horizon at the latest block time"),
-        "/v1/orders/{order_id}": _get(
+        "/v1/orders/{order_id}": get_op(
             "One order (id = hash of the placing tx)", ref("Order"),
-            [_p("order_id", "path", "64 hex chars", _HASH)],
+            [param("order_id", "path", "64 hex chars", _HASH)],
             op_id="getOrder", not_found="not_found: unknown order"),
-        "/v1/trades": _get(
+        "/v1/trades": get_op(
             "Trades by account and/or slot, oldest first", ref("Trades"),
-            [_p("account", "query", "address", _ADDRESS), _p("slot", "query", "slot", _UINT),
-             _p("limit", "query", "max items (default 1000)", {"type": "integer", "minimum": 0, "maximum": 10_000})],
+            [param("account", "query", "address", _ADDRESS), param("slot", "query", "slot", _UINT),
+             param("limit", "query", "max items (default 1000)", {"type": "integer", "minimum": 0, "maximum": 10_000})],
             op_id="getTrades"),
-        "/v1/trace/trades/{trade_id}": _get(
+        "/v1/trace/trades/{trade_id}": get_op(
             "Lineage of a trade (orders, clearing, trade, readings, settlement) with Merkle inclusion proofs",
-            ref("Trace"), [_p("trade_id", "path", "trade id: <slot>-<k>", _TRADE_ID)],
+            ref("Trace"), [param("trade_id", "path", "trade id: <slot>-<k>", _TRADE_ID)],
             op_id="getTrace", not_found="not_found: unknown trade"),
-        "/v1/validators": _get("Validators with credit, leader share, rewards", ref("Validators"),
+        "/v1/validators": get_op("Validators with credit, leader share, rewards", ref("Validators"),
                                op_id="getValidators"),
-        "/v1/dispatch": _get("Dispatch instructions, optionally of one account", ref("DispatchList"),
-                             [_p("account", "query", "address", _ADDRESS)], op_id="getDispatch"),
+        "/v1/dispatch": get_op("Dispatch instructions, optionally of one account", ref("DispatchList"),
+                             [param("account", "query", "address", _ADDRESS)], op_id="getDispatch"),
         "/v1/events": {"get": {
             "operationId": "events",
             "summary": "WebSocket stream of JSON events (blocks, txs, trades, dispatch); needs an Upgrade",
             "parameters": [
-                _p("topics", "query", "comma list of blocks,txs,trades,dispatch",
+                param("topics", "query", "comma list of blocks,txs,trades,dispatch",
                    {"type": "string", "pattern": "^(blocks|txs|trades|dispatch)(,(blocks|txs|trades|dispatch))*$"}),
-                _p("account", "query", "only events involving this address", _ADDRESS)],
+                param("account", "query", "only events involving this address", _ADDRESS)],
             "responses": {
                 "101": {"description": "switching protocols: the WebSocket stream"},
                 "400": _err(_400_PARAMS + "; or the request is not a WebSocket upgrade"),
@@ -151,9 +151,9 @@ def api_paths() -> dict[str, Any]:
                 "503": _err("too_many_subscribers"),
             },
         }},
-        "/healthz": _get("Process alive", ref("Health"), op_id="healthz",
+        "/healthz": get_op("Process alive", ref("Health"), op_id="healthz",
                          more={"503": _err("not_ready: a task of the node has stopped")}),
-        "/readyz": _get("Synced and connected to a quorum", ref("Ready"), op_id="readyz",
+        "/readyz": get_op("Synced and connected to a quorum", ref("Ready"), op_id="readyz",
                         more={"503": _err("not_ready, with `reason`: execution_halted, syncing, no_quorum or no_peers")}),
     }
     return paths

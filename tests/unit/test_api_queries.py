@@ -166,8 +166,11 @@ async def test_health_readiness_openapi_and_web_page(env: Any) -> None:
     page = await client.get("/")
     assert page.status == 200 and "GridChain" in await page.text()
     js = await client.get("/web/app.js")
-    assert js.status == 200 and "/v1/status" in await js.text()
-    assert (await client.get("/web/../api.py")).status == 404
+    assert js.status == 200 and "/web/view_market.js" in await js.text()
+    api = await client.get("/web/api.js")
+    assert api.headers["Content-Type"].startswith("text/javascript") and "/v1/status" in await api.text()
+    for missing in ("/web/../api.py", "/web/nope.js", "/web/__init__.py", "/web/.hidden.js"):
+        assert (await client.get(missing)).status == 404, missing
 
 
 async def test_event_stream_filters_by_topic_and_account(env: Any) -> None:

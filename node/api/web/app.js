@@ -1,122 +1,86 @@
-// GridChain node page: plain JS over the node's own REST API (no build step).
+// GridChain node page: hash routes for every view (shareable, back/forward work), the key
+// held in this page's memory only, and live refresh from /v1/events. Plain ES modules over the
+// node's own REST API; no build step, nothing fetched from elsewhere.
 "use strict";
-const $ = (s) => document.querySelector(s);
-const short = (h) => (h ? String(h).slice(0, 12) + "…" : "");
-const fmt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+import { chain, connectEvents, refreshChain } from "/web/api.js";
+import { $, esc } from "/web/ui.js";
+import * as explorer from "/web/view_explorer.js";
+import * as records from "/web/view_records.js";
+import * as me from "/web/view_me.js";
+import * as market from "/web/view_market.js";
+import * as trace from "/web/view_trace.js";
+import * as grid from "/web/view_grid.js";
+import * as operator from "/web/view_operator.js";
+import { session } from "/web/session.js";
 
-async function api(path) {
-  const r = await fetch(path);
-  const body = await r.json().catch(() => null);
-  if (!r.ok) throw new Error(body && body.error ? `${body.error.code}: ${body.error.message}` : `HTTP ${r.status}`);
-  return body;
+// route pattern -> [nav item, title, mount(main, params, query)]
+const ROUTES = [
+  [/^$/, "explorer", "Explorer", explorer.mount],
+  [/^me$/, "me", "My account", me.mount],
+  [/^market$/, "market", "Market", market.mount],
+  [/^slot\/(\d+)$/, "market", "Slot", market.mountSlot],
+  [/^trade\/(\d+-\d+)$/, "market", "Trade trace", trace.mount],
+  [/^grid$/, "grid", "Grid operator", grid.mount],
+  [/^operator$/, "operator", "Operator", operator.mount],
+  [/^block\/(\d+)$/, "explorer", "Block", records.mountBlock],
+  [/^tx\/([0-9a-f]{64})$/, "explorer", "Transaction", records.mountTx],
+  [/^order\/([0-9a-f]{64})$/, "explorer", "Order", records.mountOrder],
+  [/^account\/([0-9a-f]{40})$/, "explorer", "Account", records.mountAccount],
+];
+
+let current = null;
+
+function parseHash() {
+  const h = location.hash.replace(/^#\/?/, "");
+  const [path, q] = h.split("?");
+  return { path, query: new URLSearchParams(q ?? "") };
 }
 
-let market = null;
-
-function row(cells) {
-  return "<tr>" + cells.map(([v, cls]) => `<td${cls ? ` class="${cls}"` : ""}>${esc(v)}</td>`).join("") + "</tr>";
-}
-
-async function refreshStatus() {
-  const s = await api("/v1/status");
-  market = s.market;
-  const nodeRole = s.node_role || "validator";
-  $("#node-name").textContent = `${s.node_name} (${s.role}) · ${nodeRole} · epoch ${s.epoch ?? 0} · ${s.chain_id}`;
-  $("#val-set").textContent = `Validator set of epoch ${s.epoch ?? 0}, which this ${nodeRole} verifies every block against: ` +
-    (s.validators || []).map((v) => `${v.index} ${v.name} ${short(v.public_key)}`).join(" · ");
-  const cards = [["node role", nodeRole], ["epoch", s.epoch ?? 0], ["height", s.height], ["round", s.round],
-    ["leader", s.leader], ["peers", s.peers],
-    ["syncing", s.syncing], ["mempool", s.mempool_size], ["state root", short(s.state_root)]];
-  $("#status-cards").innerHTML = cards.map(([k, v]) => `<div class="card"><span>${esc(k)}</span><b>${esc(v ?? "–")}</b></div>`).join("");
-  return s;
-}
-
-async function refreshBlocks(height) {
-  const rows = [];
-  for (let h = height; h > 0 && h > height - 10; h--) {
-    try {
-      const b = await api(`/v1/blocks/${h}`);
-      rows.push(row([[b.height], [b.round], [b.author], [b.tx_count],
-        [new Date(b.timestamp_ms).toLocaleTimeString()], [short(b.block_id), "h"], [short(b.state_root), "h"]]));
-    } catch (e) { break; }
+async function route() {
+  if (current?.dispose) current.dispose();
+  current = null;
+  const { path, query } = parseHash();
+  const main = $("#main");
+  const found = ROUTES.find(([re]) => re.test(path));
+  if (!found) {
+    main.innerHTML = `<h2>Not found</h2><p>No view at <code>${esc(location.hash)}</code>. <a href="#/">Explorer</a></p>`;
+    return;
   }
-  $("#blocks tbody").innerHTML = rows.join("");
-}
-
-async function refreshMarket() {
-  if (!market) return;
-  $("#slot-ms").textContent = fmt(market.slot_ms);
-  $("#gate-ms").textContent = fmt(market.gate_lead_ms);
-  $("#cur-slot").textContent = market.current_slot;
-  const rows = [];
-  let trades = [];
-  for (let s = Math.max(0, market.current_slot - 4); s <= market.current_slot + 3; s++) {
-    const r = await api(`/v1/market/slots/${s}`);
-    rows.push(row([[s], [r.status], [new Date(r.gate_close_ms).toLocaleTimeString()], [r.open_orders],
-      [fmt(r.price_u_per_wh)], [fmt(r.volume_wh)], [r.trades.length]]));
-    trades = trades.concat(r.trades);
-  }
-  $("#slots tbody").innerHTML = rows.reverse().join("");
-  $("#trades tbody").innerHTML = trades.slice(-20).reverse().map((t) => row([[t.slot], [short(t.buyer), "h"],
-    [short(t.seller), "h"], [fmt(t.quantity_wh)], [fmt(t.price_u_per_wh)], [short(t.trade_id), "h"]])).join("");
-}
-
-async function refreshValidators() {
-  const v = (await api("/v1/validators")).validators;
-  $("#vals tbody").innerHTML = v.map((x) => row([[x.index], [x.name], [x.role], [fmt(x.credit)],
-    [(x.leader_share_ppm / 10000).toFixed(1) + " %"], [fmt(x.blocks_proposed)], [fmt(x.qcs_signed)],
-    [fmt(x.failed_rounds)], [fmt(x.rewards_u)]])).join("");
-}
-
-async function refresh() {
+  const [re, nav, title, mount] = found;
+  document.querySelectorAll("nav a").forEach((a) => (a.dataset.nav === nav ? a.setAttribute("aria-current", "page") : a.removeAttribute("aria-current")));
+  document.title = `${title} · GridChain`;
   try {
-    const s = await refreshStatus();
-    const tab = document.querySelector(".tab.active").id;
-    if (tab === "explorer") await refreshBlocks(s.height);
-    if (tab === "market") await refreshMarket();
-    if (tab === "validators") await refreshValidators();
-  } catch (e) { console.warn(e); }
-}
-
-async function lookup(q) {
-  q = q.trim();
-  let path;
-  if (/^\d+$/.test(q)) path = `/v1/blocks/${q}?txs=full`;
-  else if (/^[0-9a-f]{40}$/.test(q)) path = `/v1/accounts/${q}`;
-  else if (/^[0-9a-f]{64}$/.test(q)) path = `/v1/transactions/${q}`;
-  else path = `/v1/trace/trades/${encodeURIComponent(q)}`;
-  let out;
-  try { out = await api(path); } catch (e) {
-    if (/^[0-9a-f]{64}$/.test(q)) {
-      try { out = await api(`/v1/trace/trades/${q}`); } catch (e2) { out = {error: String(e)}; }
-    } else out = {error: String(e)};
+    if (!chain.status) await refreshChain();
+    main.dataset.view = nav;
+    main.dataset.ready = "";
+    const view = await mount(main, path.match(re).slice(1), query);
+    current = view ?? null;
+    main.dataset.view = nav;
+    main.dataset.hash = location.hash;
+    main.dataset.ready = "1";
+  } catch (e) {
+    main.innerHTML = `<h2>${esc(title)}</h2><p class="msg err" role="alert">${esc(e.message)}</p>`;
   }
-  const pre = $("#lookup-out");
-  pre.textContent = JSON.stringify(out, null, 2);
-  pre.classList.remove("hidden");
 }
 
-function connectEvents() {
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/v1/events?topics=blocks`);
-  let pending = false;
-  ws.onopen = () => $("#live").classList.add("on");
-  ws.onmessage = () => {
-    if (pending) return;
-    pending = true;
-    setTimeout(() => { pending = false; refresh(); }, 500);
-  };
-  ws.onclose = () => { $("#live").classList.remove("on"); setTimeout(connectEvents, 3000); };
+function showHeader() {
+  const s = chain.status;
+  if (s) $("#node-name").textContent =
+    `${s.node_name} (${s.role}) · ${s.node_role || "validator"} · epoch ${s.epoch ?? 0} · ${s.chain_id} · height ${s.height}`;
+  $("#key-name").textContent = session.key ? `key ${session.key.address.slice(0, 8)}…` : "";
 }
 
-document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => {
-  document.querySelectorAll("nav button, .tab").forEach((x) => x.classList.remove("active"));
-  b.classList.add("active");
-  $("#" + b.dataset.tab).classList.add("active");
-  refresh();
-}));
-$("#lookup").addEventListener("submit", (e) => { e.preventDefault(); lookup($("#lookup-q").value); });
-refresh();
-connectEvents();
-setInterval(refresh, 10000);
+let pending = null;
+function onEvent(ev) {
+  if (current?.onEvent) current.onEvent(ev);
+  if (ev.type !== "block" || pending) return;
+  pending = setTimeout(async () => {
+    pending = null;
+    try { await refreshChain(); showHeader(); if (current?.refresh) await current.refresh(); } catch (e) { console.warn(e); }
+  }, 800);
+}
+
+session.onChange = showHeader;
+window.addEventListener("hashchange", route);
+connectEvents(onEvent, (on) => { const l = $("#live"); l.classList.toggle("on", on); l.textContent = on ? "live" : "offline"; });
+refreshChain().then(showHeader).catch((e) => console.warn(e)).finally(route);
