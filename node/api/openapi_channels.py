@@ -9,7 +9,7 @@ import msgspec
 
 from contracts import state as st
 from contracts import transactions as txs
-from node.api.openapi_paths import _400_PARAMS, _405, _err, _get, _json_content, _p, ref
+from node.api.openapi_paths import _400_PARAMS, _405, _err, _json_content, get_op, param, ref
 
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
@@ -67,7 +67,7 @@ OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("ChannelTrace", "lineage"): {"type": "array", "items": ref("LineageEntry")},
 }
 
-_CHANNEL_ID = _p("channel_id", "path", "64 hex chars: the opening transaction's hash",
+_CHANNEL_ID = param("channel_id", "path", "64 hex chars: the opening transaction's hash",
                  {"type": "string", "pattern": "^[0-9a-f]{64}$"})
 
 
@@ -90,7 +90,7 @@ def _post(summary: str, body: str, answer: str, *, op_id: str, conflict: str) ->
 
 def channel_paths() -> dict[str, Any]:
     return {
-        "/v1/channels/{channel_id}": _get(
+        "/v1/channels/{channel_id}": get_op(
             "A payment channel: its record on chain and the newest co-signed state and pending proposal "
             "this node holds", ref("ChannelInfo"), [_CHANNEL_ID], op_id="getChannel",
             not_found="not_found: unknown channel"),
@@ -106,7 +106,7 @@ def channel_paths() -> dict[str, Any]:
             "Store a co-signed state on this node (its watchtower then answers stale closes with it)",
             "CoSignedState", "CoSignedState", op_id="storeChannelState",
             conflict="stale_state: not newer than the state stored here"),
-        "/v1/trace/channels/{channel_id}": _get(
+        "/v1/trace/channels/{channel_id}": get_op(
             "Lineage of a channel (opened, funded, close, challenge, settlement with its energy, and the "
             "meter readings it names) with Merkle inclusion proofs", ref("ChannelTrace"), [_CHANNEL_ID],
             op_id="getChannelTrace", not_found="not_found: unknown channel"),
