@@ -60,7 +60,7 @@ class Backend(Admission):
         self.transport: Any = None
         self.verified = driver.verified
         self.admitted_at = driver.admitted_at
-        self.backlog = BacklogGate()
+        self.backlog: BacklogGate = driver.backlog
         """Overload shedding of API submissions (``node.chain.shedding``)."""
         self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._journal_pending: list[tuple[bytes, bytes]] = []

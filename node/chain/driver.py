@@ -70,6 +70,7 @@ from node.chain.execution import (
 )
 from node.chain.mempool import Mempool
 from node.chain.payload import RECENT_BLOCKS, PayloadSelection
+from node.chain.shedding import BacklogGate
 from node.chain.storage import Storage
 from node.net.sync import CatchUp
 from node.net.transport import FRAME_CONSENSUS, SyncResponse
@@ -117,6 +118,8 @@ class Driver(ExecutionPipeline, CatchUp, PayloadSelection):
         """Hashes of transactions whose signatures this node checked (``node.chain.backend``)."""
         self.admitted_at = admitted_at
         """tx hash -> monotonic admission time, for the commit latency histogram."""
+        self.backlog = BacklogGate()
+        """Overload shedding (``node.chain.shedding``): admission asks it, execution feeds it latencies."""
         self.me = config.node_id
         self.params = genesis.consensus
         self.committee = Committee(genesis.chain_id, 0, [v.public_key for v in genesis.validators])

@@ -8,8 +8,12 @@ Retry-After, ``node.chain.admission``) when
 
     P + B > max(FLOOR_TXS, R × MAX_WAIT_S)
 
-— the client backs off while the chain drains at full speed, instead of queueing
-for ever longer (a saturated node used to accept 76,000 transactions and commit
+or when transactions this node admitted recently took more than ``MAX_LATENCY_S``
+from admission to execution (the worst of the last one to two seconds, fed by the
+execution pipeline): that catches the queues the mempool depth does not show — gossip
+batches waiting for signature checks, a consensus round stalled behind them, blocks
+waiting for execution. Either way the client backs off while the chain drains at full
+speed, instead of queueing for ever longer (a saturated node used to accept 76,000 transactions and commit
 them 10–18 s later). ``MAX_WAIT_S`` leaves room for the commit pipeline itself
 (proposal, three-chain commit, execution: ~0.5 s) within a 2 s latency budget.
 ``FLOOR_TXS`` is always allowed, so an idle or starting chain (no commit rate yet)
@@ -28,7 +32,8 @@ from collections import deque
 from collections.abc import Callable
 
 MAX_WAIT_S = 1.5
-FLOOR_TXS = 2_000
+MAX_LATENCY_S = 1.5
+FLOOR_TXS = 1_000
 WINDOW_S = 5.0
 MIN_SPAN_S = 1.0
 """A rate needs samples at least this far apart."""
@@ -39,12 +44,32 @@ class BacklogGate:
     """The shedding rule; see the module docstring."""
 
     def __init__(self, *, max_wait_s: float = MAX_WAIT_S, floor_txs: int = FLOOR_TXS, window_s: float = WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_latency_s: float = MAX_LATENCY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_wait_s = max_wait_s
+        self.max_latency_s = max_latency_s
         self.floor_txs = floor_txs
         self.window_s = window_s
         self.clock = clock
         self._samples: deque[tuple[float, int]] = deque()
+        self._latency_second = 0
+        self._latency_max = [0.0, 0.0]
+        """Worst admission-to-execution latency in the previous and the current second."""
+
+    def observe_latency(self, seconds: float) -> None:
+        """An admitted transaction was executed ``seconds`` after its admission."""
+        second = int(self.clock())
+        if second != self._latency_second:
+            self._latency_max = [self._latency_max[1] if second == self._latency_second + 1 else 0.0, 0.0]
+            self._latency_second = second
+        if seconds > self._latency_max[1]:
+            self._latency_max[1] = seconds
+
+    def recent_latency(self) -> float:
+        """Worst latency observed in this second and the one before (0 when older)."""
+        second = int(self.clock())
+        if second == self._latency_second:
+            return max(self._latency_max)
+        return self._latency_max[1] if second == self._latency_second + 1 else 0.0
 
     def observe(self, committed_total: int) -> None:
         """Record the running count of committed transactions now."""
@@ -70,6 +95,8 @@ class BacklogGate:
         """0.0 to admit ``incoming`` more; otherwise the seconds to wait before retrying (≥ 1)."""
         self.observe(committed_total)
         allowed = self.allowed()
+        if self.recent_latency() > self.max_latency_s:
+            return 1.0
         if pending + incoming <= allowed:
             return 0.0
         rate = self.rate()

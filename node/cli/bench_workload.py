@@ -44,8 +44,8 @@ ASK_MEAN, BID_MEAN, PRICE_SPREAD = 300, 320, 100
 """µ/Wh: asks uniform in ASK_MEAN ± PRICE_SPREAD, bids in BID_MEAN ± PRICE_SPREAD."""
 QUANTITY_WH = (100, 2_000)
 EXPIRY_S = 600
-SATURATION_RATE = 5_000
-"""Nominal offered tx/s of the market workload with ``--rate 0`` (above what 2 cores commit)."""
+SATURATION_RATE = 2_000
+"""Nominal offered tx/s of the market workload with ``--rate 0`` (above what 4 validators on 2 cores commit)."""
 
 
 @dataclass(slots=True)
