@@ -96,6 +96,8 @@ class OfferStats:
         self.refused_requests = 0
         """429/503 answers (shed load)."""
         self.missed_deadline = 0
+        self.answer_s: list[float] = []
+        """How long each answered submit request took."""
 
 
 def _heap(items: list[bw.Item]) -> list[tuple[float, int, bw.Item]]:
@@ -119,6 +121,7 @@ async def offer(urls: list[str], heaps: list[list[tuple[float, int, bw.Item]]], 
                     stats.refused_requests += 1
                     return max(0.05, float(response.headers.get("Retry-After", "0.2")))
                 result = await response.json()
+            stats.answer_s.append(time.monotonic() - t)
             for item, answer in zip(items, result.get("results", []), strict=False):
                 error = answer.get("error")
                 if error is None:
@@ -273,6 +276,11 @@ async def _bench(args: argparse.Namespace, network_dir: Path, rate0: float) -> d
                 await task
         watcher.poll()
         rss = [bm.rss_mb(net.pid(i)) for i in range(args.nodes)]
+        node_latency: dict[str, Any] = {}
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, KeyError):
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, \
+                    session.get(network["nodes"][0]["metrics_url"]) as response:
+                node_latency = bm.histogram_summary(await response.text(), "gridchain_commit_latency_seconds")
         heights = [net.height(i) for i in range(args.nodes)]
     finally:
         net.stop_all()
@@ -281,13 +289,13 @@ async def _bench(args: argparse.Namespace, network_dir: Path, rate0: float) -> d
     replayed = bm.replay(db_path, genesis)
     return _report(args, rate0=rate0, watcher=watcher, sent_at=sent_at, stats=stats, t0=t0, t_sent=t_sent,
                    kind_of=kind_of, replayed=replayed, rss=rss, heights=heights, late_s=late_s,
-                   consensus=consensus)
+                   consensus=consensus, node_latency=node_latency)
 
 
 def _report(args: argparse.Namespace, *, rate0: float, watcher: bm.Watcher, sent_at: dict[bytes, float],
             stats: OfferStats, t0: float, t_sent: float, kind_of: dict[bytes, str], replayed: bm.Replay,
             rss: list[float | None], heights: list[int], late_s: float,
-            consensus: list[tuple[float, int, int]]) -> dict[str, Any]:
+            consensus: list[tuple[float, int, int]], node_latency: dict[str, Any]) -> dict[str, Any]:
     committed = [h for h in sent_at if h in watcher.committed_at]
     span = max((watcher.committed_at[h] for h in committed), default=t0) - t0
     latencies = [watcher.committed_at[h] - sent_at[h] for h in committed]
@@ -308,6 +316,8 @@ def _report(args: argparse.Namespace, *, rate0: float, watcher: bm.Watcher, sent
         "committed_tx_per_s_by_kind": {k: round(v / span, 1) for k, v in sorted(by_kind.items())} if span > 0 else {},
         "failed_receipts": watcher.failed_by_code(),
         "latency": bm.latency_summary(latencies),
+        "submit_answer_time": bm.latency_summary(stats.answer_s),
+        "node0_admission_to_execution": node_latency,
         "latency_clearing_settlement_blocks": bm.latency_summary(special_lat),
         "execution": {
             "blocks": replayed.blocks, "txs": replayed.txs, "roots_match": replayed.roots_match,

@@ -57,6 +57,29 @@ def rss_mb(pid: int | None) -> float | None:
     return None
 
 
+def histogram_summary(text: str, name: str) -> dict[str, float | None]:
+    """p50/p99 (bucket upper bounds, ms) and mean of a Prometheus histogram in ``text``."""
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith(name + "_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(name + "_count"):
+            count = float(line.rsplit(" ", 1)[1])
+
+    def quantile(q: float) -> float | None:
+        for le, cumulative in sorted(buckets):
+            if count and cumulative >= q * count:
+                return None if le == float("inf") else round(1000 * le, 1)
+        return None
+
+    return {"count": count, "mean_ms": round(1000 * total / count, 1) if count else None,
+            "p50_le_ms": quantile(0.5), "p99_le_ms": quantile(0.99)}
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
