@@ -228,6 +228,7 @@ async def _bench(args: argparse.Namespace, network_dir: Path, rate0: float) -> d
                 kind_of[item.tx_hash] = item.kind
         _say(args, f"pre-signed {len(kind_of)} transactions; waiting for {args.nodes} nodes ...")
         net.wait_ready(timeout_s=120)
+        rss_start = [bm.rss_mb(net.pid(i)) for i in range(args.nodes)]
         watcher = bm.Watcher(Path(network["nodes"][0]["home"]) / "data" / "chain.sqlite")
         sent_at: dict[bytes, float] = {}
         stats = OfferStats()
@@ -289,13 +290,14 @@ async def _bench(args: argparse.Namespace, network_dir: Path, rate0: float) -> d
     replayed = bm.replay(db_path, genesis)
     return _report(args, rate0=rate0, watcher=watcher, sent_at=sent_at, stats=stats, t0=t0, t_sent=t_sent,
                    kind_of=kind_of, replayed=replayed, rss=rss, heights=heights, late_s=late_s,
-                   consensus=consensus, node_latency=node_latency)
+                   consensus=consensus, node_latency=node_latency, rss_start=rss_start)
 
 
 def _report(args: argparse.Namespace, *, rate0: float, watcher: bm.Watcher, sent_at: dict[bytes, float],
             stats: OfferStats, t0: float, t_sent: float, kind_of: dict[bytes, str], replayed: bm.Replay,
             rss: list[float | None], heights: list[int], late_s: float,
-            consensus: list[tuple[float, int, int]], node_latency: dict[str, Any]) -> dict[str, Any]:
+            consensus: list[tuple[float, int, int]], node_latency: dict[str, Any],
+            rss_start: list[float | None]) -> dict[str, Any]:
     committed = [h for h in sent_at if h in watcher.committed_at]
     span = max((watcher.committed_at[h] for h in committed), default=t0) - t0
     latencies = [watcher.committed_at[h] - sent_at[h] for h in committed]
@@ -328,7 +330,7 @@ def _report(args: argparse.Namespace, *, rate0: float, watcher: bm.Watcher, sent
                            for s, (h, t, n) in sorted(replayed.settlement.items())],
         },
         "consensus": bm.consensus_gaps(consensus, t0=t0, t_end=t_sent),
-        "rss_mb": rss, "heights": heights,
+        "rss_mb_ready": rss_start, "rss_mb": rss, "heights": heights,
         "note": "machine may be shared: compare ratio_to_verify_rate, measured in this run",
     }
 
