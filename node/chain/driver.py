@@ -69,7 +69,13 @@ from node.chain.execution import (
     ExecutionState,
 )
 from node.chain.mempool import Mempool
-from node.chain.payload import RECENT_BLOCKS, PayloadSelection
+from node.chain.payload import (
+    RECENT_BLOCKS,
+    RECENT_BLOCKS_BYTES,
+    RECENT_BLOCKS_MIN,
+    PayloadSelection,
+    block_bytes,
+)
 from node.chain.shedding import BacklogGate
 from node.chain.storage import Storage
 from node.net.sync import CatchUp
@@ -136,6 +142,8 @@ class Driver(ExecutionPipeline, CatchUp, PayloadSelection):
         self.listeners: list[Callable[[Any], None]] = []
         self.exec_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="execute")
         self.recent_blocks: OrderedDict[bytes, Block] = OrderedDict()
+        self._recent_bytes = 0
+        """Payload bytes held by ``recent_blocks`` (bounded by ``RECENT_BLOCKS_BYTES``)."""
         self.core: Any = None
         self.exec: ExecutionState | None = None
         self.syncing = True
@@ -244,12 +252,14 @@ class Driver(ExecutionPipeline, CatchUp, PayloadSelection):
         if bid in self.recent_blocks:
             return
         self.recent_blocks[bid] = block
+        self._recent_bytes += block_bytes(block)
         if self.exec is not None and block.height > self.exec.height:
             task = asyncio.get_running_loop().create_task(self.storage.save_pending_block(block, bid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        while len(self.recent_blocks) > RECENT_BLOCKS:
-            self.recent_blocks.popitem(last=False)
+        while len(self.recent_blocks) > RECENT_BLOCKS or (
+                self._recent_bytes > RECENT_BLOCKS_BYTES and len(self.recent_blocks) > RECENT_BLOCKS_MIN):
+            self._recent_bytes -= block_bytes(self.recent_blocks.popitem(last=False)[1])
 
     def block_check(self, block: Block) -> str | None:
         """Runtime veto on voting: the author's executed state root must match ours."""
