@@ -9,8 +9,9 @@ Retry-After, ``node.chain.admission``) when
     P + B > max(FLOOR_TXS, R × MAX_WAIT_S)
 
 or when transactions this node admitted recently took more than ``MAX_LATENCY_S``
-from admission to execution (the worst of the last one to two seconds, fed by the
-execution pipeline): that catches the queues the mempool depth does not show — gossip
+from admission to execution on average (over the last one to two seconds, fed by
+the execution pipeline; an average, so one transaction stuck behind a long block
+does not shut the door): that catches the queues the mempool depth does not show — gossip
 batches waiting for signature checks, a consensus round stalled behind them, blocks
 waiting for execution. Either way the client backs off while the chain drains at full
 speed, instead of queueing for ever longer (a saturated node used to accept 76,000 transactions and commit
@@ -52,24 +53,31 @@ class BacklogGate:
         self.clock = clock
         self._samples: deque[tuple[float, int]] = deque()
         self._latency_second = 0
-        self._latency_max = [0.0, 0.0]
-        """Worst admission-to-execution latency in the previous and the current second."""
+        self._latency = [[0.0, 0], [0.0, 0]]
+        """[sum, count] of admission-to-execution latencies in the previous and the current second."""
 
     def observe_latency(self, seconds: float) -> None:
         """An admitted transaction was executed ``seconds`` after its admission."""
         second = int(self.clock())
         if second != self._latency_second:
-            self._latency_max = [self._latency_max[1] if second == self._latency_second + 1 else 0.0, 0.0]
+            previous = self._latency[1] if second == self._latency_second + 1 else [0.0, 0]
+            self._latency = [previous, [0.0, 0]]
             self._latency_second = second
-        if seconds > self._latency_max[1]:
-            self._latency_max[1] = seconds
+        current = self._latency[1]
+        current[0] += seconds
+        current[1] += 1
 
     def recent_latency(self) -> float:
-        """Worst latency observed in this second and the one before (0 when older)."""
+        """Mean latency observed in this second and the one before (0 when older or none)."""
         second = int(self.clock())
         if second == self._latency_second:
-            return max(self._latency_max)
-        return self._latency_max[1] if second == self._latency_second + 1 else 0.0
+            parts = self._latency
+        elif second == self._latency_second + 1:
+            parts = self._latency[1:]
+        else:
+            return 0.0
+        count = sum(int(n) for _, n in parts)
+        return sum(s for s, _ in parts) / count if count else 0.0
 
     def observe(self, committed_total: int) -> None:
         """Record the running count of committed transactions now."""
