@@ -124,7 +124,8 @@ class Driver(ExecutionPipeline, CatchUp, PayloadSelection):
         """Hashes of transactions whose signatures this node checked (``node.chain.backend``)."""
         self.admitted_at = admitted_at
         """tx hash -> monotonic admission time, for the commit latency histogram."""
-        self.backlog = BacklogGate()
+        self.backlog = BacklogGate(max_wait_s=config.shed_backlog_ms / 1000,
+                                   max_latency_s=config.shed_latency_ms / 1000)
         """Overload shedding (``node.chain.shedding``): admission asks it, execution feeds it latencies."""
         self.me = config.node_id
         self.params = genesis.consensus

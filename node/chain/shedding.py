@@ -20,6 +20,7 @@ them 10–18 s later). ``MAX_WAIT_S`` leaves room for the commit pipeline itself
 ``FLOOR_TXS`` is always allowed, so an idle or starting chain (no commit rate yet)
 takes load, and the rate it then commits sets the limit.
 
+Both limits are node settings (``shed_backlog_ms``, ``shed_latency_ms``; 0 turns one off).
 R is measured over the last ``WINDOW_S`` from ``Mempool.committed_total`` samples
 taken at each submission. Gossiped transactions are never shed (another validator
 accepted them already); the mempool's own capacity still bounds them.
@@ -102,11 +103,11 @@ class BacklogGate:
     def refuse(self, *, pending: int, incoming: int, committed_total: int) -> float:
         """0.0 to admit ``incoming`` more; otherwise the seconds to wait before retrying (≥ 1)."""
         self.observe(committed_total)
-        allowed = self.allowed()
-        if self.recent_latency() > self.max_latency_s:
+        if self.max_latency_s > 0 and self.recent_latency() > self.max_latency_s:
             return 1.0
-        if pending + incoming <= allowed:
+        if self.max_wait_s <= 0 or pending + incoming <= self.allowed():
             return 0.0
+        allowed = self.allowed()
         rate = self.rate()
         excess = pending + incoming - allowed
         return float(min(5, max(1, math.ceil(excess / rate)))) if rate > 0 else 1.0

@@ -118,3 +118,11 @@ def test_a_recent_mean_latency_above_the_limit_sheds_until_it_is_older_than_two_
     clock.t += 1.0
     assert gate.recent_latency() == 0.0
     assert gate.refuse(pending=0, incoming=10, committed_total=total) == 0.0
+
+
+def test_limits_of_zero_turn_shedding_off() -> None:
+    gate, _, total = _gate_at_rate(1_000)
+    gate.max_wait_s = 0
+    gate.max_latency_s = 0
+    gate.observe_latency(60.0)
+    assert gate.refuse(pending=10**6, incoming=500, committed_total=total) == 0.0
