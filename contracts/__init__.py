@@ -12,7 +12,8 @@ Map (one role per module):
   ``encode_state`` / ``decode_state``;
 * ``executor`` — ``apply_block`` (system steps, then transactions), ``check_tx``;
 * ``registry``, ``token``, ``market``, ``metering``, ``settlement``, ``dispatch``,
-  ``notary`` — the contracts (MARKET.md for the market rules);
+  ``notary``, ``channels`` — the contracts (MARKET.md for the market rules,
+  CHANNELS.md for payment channels);
 * ``records`` — what each block's Merkle leaves are; ``traceability`` — the tree,
   proofs and the lineage of a trade.
 """

@@ -44,7 +44,17 @@ import msgspec
 from consensus import codec
 from consensus.credit import apply_committed_block
 from consensus.crypto import address
-from contracts import dispatch, errors, market, metering, notary, registry, settlement, token
+from contracts import (
+    channels,
+    dispatch,
+    errors,
+    market,
+    metering,
+    notary,
+    registry,
+    settlement,
+    token,
+)
 from contracts.context import BlockContext
 from contracts.records import BlockRewards, TxReceipt
 from contracts.state import Account, Location, State
@@ -54,13 +64,20 @@ from contracts.transactions import (
     ApproveRegistration,
     Burn,
     CancelOrder,
+    ChallengeChannel,
+    CloseChannel,
+    ForceCloseChannel,
+    FundChannel,
     IssueDispatch,
     Mint,
     Notarize,
+    OpenChannel,
     PlaceOrder,
     RegisterRequest,
     RejectRegistration,
     SetMeterKey,
+    SetNodeKey,
+    SettleChannel,
     SignedTx,
     SubmitReading,
     SuspendAccount,
@@ -241,6 +258,7 @@ HANDLERS: dict[type, Handler] = {
     RejectRegistration: _plain(registry.apply_reject_registration),
     SuspendAccount: _plain(registry.apply_suspend_account),
     SetMeterKey: _plain(registry.apply_set_meter_key),
+    SetNodeKey: _plain(registry.apply_set_node_key),
     Transfer: _plain(token.apply_transfer),
     Mint: _plain(token.apply_mint),
     Burn: _plain(token.apply_burn),
@@ -250,6 +268,12 @@ HANDLERS: dict[type, Handler] = {
     IssueDispatch: _plain(dispatch.apply_issue_dispatch),
     AckDispatch: _plain(dispatch.apply_ack_dispatch),
     Notarize: notary.apply_notarize,
+    OpenChannel: channels.apply_open_channel,
+    FundChannel: _plain(channels.apply_fund_channel),
+    CloseChannel: _plain(channels.apply_close_channel),
+    ForceCloseChannel: _plain(channels.apply_force_close_channel),
+    ChallengeChannel: _plain(channels.apply_challenge_channel),
+    SettleChannel: _plain(channels.apply_settle_channel),
 }
 
 

@@ -138,8 +138,62 @@ class BlockRewards(_Record, frozen=True, tag="rewards"):
     voter_u: int
 
 
+class ChannelOpened(_Record, frozen=True, tag="channel_opened"):
+    channel_id: str
+    party_a: str
+    party_b: str
+    deposit_u: int
+    challenge_slots: int
+
+
+class ChannelFunded(_Record, frozen=True, tag="channel_funded"):
+    channel_id: str
+    party: str
+    deposit_u: int
+
+
+class ChannelCloseStarted(_Record, frozen=True, tag="channel_close_started"):
+    """A unilateral close: ``closed_by`` posted state ``seq``; challenges until ``deadline_ms``."""
+
+    channel_id: str
+    closed_by: str
+    seq: int
+    balance_a_u: int
+    balance_b_u: int
+    energy_wh: int
+    deadline_ms: int
+
+
+class ChannelChallenged(_Record, frozen=True, tag="channel_challenged"):
+    """A newer state replaced the posted one; ``penalty``: it proves the publisher stale."""
+
+    channel_id: str
+    challenger: str
+    seq: int
+    replaced_seq: int
+    penalty: bool
+
+
+class ChannelSettled(_Record, frozen=True, tag="channel_settled"):
+    """The channel paid out: ``paid_a_u + paid_b_u`` equals its deposits."""
+
+    channel_id: str
+    party_a: str
+    party_b: str
+    seq: int
+    paid_a_u: int
+    paid_b_u: int
+    energy_wh: int
+    reading_slots: tuple[int, ...]
+    how: str
+    """"cooperative", "unilateral" (after the challenge period) or "penalty"."""
+    forfeited_by: str | None = None
+    """With a penalty: the party whose channel balance went to the other."""
+
+
 Record = (
     TxReceipt | OrderPlaced | OrderCancelled | SlotCleared | TradeRecord | ReadingRecord
     | SettlementRecord | SlotSettled | DispatchIssued | DispatchResolved | Notarized | BlockRewards
-    | RegistrationDropped
+    | RegistrationDropped | ChannelOpened | ChannelFunded | ChannelCloseStarted | ChannelChallenged
+    | ChannelSettled
 )

@@ -6,6 +6,11 @@ appears as ``pending``. Only the grid operator (the manager) approves it
 reinstates it (``suspend_account``) and sets its certified meter key
 (``set_meter_key``). Only active accounts transact.
 
+Any active account names the key of its own node (``set_node_key``; None clears it):
+validators let a node that proves such a key follow the chain as an observer. A key
+names one account's node only [``key_in_use``]; suspending the account shuts its
+node out, since only active accounts' node keys are accepted.
+
 Requests cost nothing, so they are bounded twice: at most
 ``limits.max_pending_registrations`` wait at once [``limit_reached``], and a
 request neither approved nor rejected within ``limits.registration_ttl_slots``
@@ -23,7 +28,7 @@ from consensus import crypto
 from contracts import errors
 from contracts.context import BlockContext
 from contracts.records import RegistrationDropped
-from contracts.state import Account
+from contracts.state import Account, NodeKey, State
 from contracts.token import get_account, require_grid_operator
 from contracts.transactions import (
     REQUESTABLE_ROLES,
@@ -31,6 +36,7 @@ from contracts.transactions import (
     RegisterRequest,
     RejectRegistration,
     SetMeterKey,
+    SetNodeKey,
     SuspendAccount,
     Tx,
 )
@@ -115,3 +121,23 @@ def apply_set_meter_key(ctx: BlockContext, tx: Tx, body: SetMeterKey) -> None:
     require_grid_operator(state, tx)
     account = get_account(state, body.account)
     state.put("accounts", body.account, replace(account, meter_key=body.meter_key))
+
+
+def apply_set_node_key(ctx: BlockContext, tx: Tx, body: SetNodeKey) -> None:
+    state = ctx.state
+    if body.node_key is None:
+        state.delete("node_keys", tx.sender)
+        return
+    owner = state.node_key_owner.get(body.node_key)
+    if owner is not None and owner != tx.sender:
+        raise errors.fail(errors.KEY_IN_USE, "the key already names another account's node")
+    state.put("node_keys", tx.sender, NodeKey(account=tx.sender, public_key=body.node_key))
+
+
+def node_key_account(state: State, public_key: bytes) -> str | None:
+    """The active account whose node proves ``public_key``, or None."""
+    owner = state.node_key_owner.get(public_key)
+    if owner is None:
+        return None
+    account = state.accounts.get(owner)
+    return owner if account is not None and account.status == "active" else None

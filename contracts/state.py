@@ -18,6 +18,14 @@ root commits to the genesis state and every block's write set, costs O(writes) p
 block (not O(state)), and any divergence between nodes shows up at the block where
 it happened and stays visible. The root is stored in the state, so a node restored
 from ``encode_state`` bytes continues with the same roots.
+
+Checkpoints: the root alone does not say what the state *is*, so every
+``CHECKPOINT_EVERY`` blocks ``seal_block`` also encodes the whole state (the bytes
+carry the inner root just computed) and the height's root becomes
+``checkpoint_root(height, bytes)``. A node that receives those bytes from anyone
+(state sync) recomputes that root from them and compares it with a certified one;
+the cost is one ``encode_state`` per checkpoint, which the runtime stores as its
+snapshot instead of encoding again.
 """
 
 from __future__ import annotations
@@ -163,6 +171,45 @@ class NotaryRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     location: Location
 
 
+class Channel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A payment channel (``contracts.channels``): its deposits, and once a close has
+    started, the newest posted state; once settled, what each party was paid."""
+
+    channel_id: str
+    party_a: str
+    """The opener."""
+    party_b: str
+    """The counterparty."""
+    deposit_a_u: int
+    challenge_slots: int
+    opened_at: Location
+    deposit_b_u: int = 0
+    funded_at: Location | None = None
+    status: Literal["open", "closing", "settled"] = "open"
+    closed_by: str | None = None
+    """Who started the unilateral close."""
+    published_seq: int = 0
+    """The seq ``closed_by`` posted (a challenge at ``published_seq + 2`` or later proves it stale)."""
+    seq: int = 0
+    """Seq of the newest posted state."""
+    balance_a_u: int = 0
+    balance_b_u: int = 0
+    energy_wh: int = 0
+    reading_slots: tuple[int, ...] = ()
+    deadline_ms: int = 0
+    """Challenges are accepted in blocks whose time is below this; settlement from it on."""
+    close_at: Location | None = None
+    challenged_at: Location | None = None
+    paid_a_u: int = 0
+    paid_b_u: int = 0
+    settled_at: Location | None = None
+
+    @property
+    def total_u(self) -> int:
+        """What the channel holds until it is settled (Σ deposits)."""
+        return self.deposit_a_u + self.deposit_b_u
+
+
 class ValidatorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     index: int
     name: str
@@ -175,12 +222,20 @@ class ValidatorInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     failed_rounds: int = 0
 
 
+class NodeKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The key an account's own node proves on the peer network (``set_node_key``)."""
+
+    account: str
+    public_key: bytes
+
+
 class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     height: int = 0
     """Height of the last executed block (0 = genesis)."""
     timestamp_ms: int = 0
     supply_u: int = 0
-    """Total supply: Σ(balance + locked + pending) − Σ debt; changes only by mint, burn, rewards."""
+    """Total supply: Σ(balance + locked + pending) + Σ deposits of unsettled channels − Σ debt;
+    changes only by mint, burn, rewards."""
     minted_u: int = 0
     burned_u: int = 0
     rewards_u: int = 0
@@ -196,9 +251,24 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Settled slots still held in state (sorted; pruned beyond ``market.history_slots``)."""
 
 
+CHECKPOINT_EVERY = 256
+"""Every this many blocks the root also commits to the whole state (``checkpoint_root``)."""
+
+
+def is_checkpoint(height: int) -> bool:
+    return height > 0 and height % CHECKPOINT_EVERY == 0
+
+
+def checkpoint_root(height: int, snapshot: bytes) -> bytes:
+    """The root of a checkpoint height: a digest of ``encode_state`` bytes taken right after
+    the block's write set was folded in (their ``root`` field is that inner root), so the
+    root binds the whole state as well as the history before it."""
+    return codec.digest(codec.encode(("checkpoint", height, codec.digest(snapshot))))
+
+
 TABLES: tuple[str, ...] = (
     "accounts", "orders", "slots", "trades", "positions", "readings", "settlements",
-    "dispatches", "notary", "validators", "meta",
+    "dispatches", "notary", "validators", "meta", "node_keys", "channels",
 )
 _MISSING: Any = object()
 
@@ -221,8 +291,9 @@ def _drop_from(index: dict[Any, dict[Any, None]], outer: Any, inner: Any) -> Non
         del index[outer]
 
 
-class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Serialised state (``encode_state``)."""
+class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Serialised state (``encode_state``). ``channels`` is left out while empty, so a
+    state without channels encodes as it did before channels existed."""
 
     genesis: Genesis
     root: bytes
@@ -238,6 +309,8 @@ class Snapshot(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     notary: dict[str, NotaryRecord]
     validators: dict[str, ValidatorInfo]
     meta: dict[str, Meta]
+    node_keys: dict[str, NodeKey] = msgspec.field(default_factory=dict)
+    channels: dict[str, Channel] = {}
 
 
 class State:
@@ -258,13 +331,21 @@ class State:
         self.notary: dict[str, NotaryRecord] = {}
         self.validators: dict[str, ValidatorInfo] = {}
         self.meta_table: dict[str, Meta] = {"meta": Meta()}
+        self.node_keys: dict[str, NodeKey] = {}
+        """account address -> the key its node uses on the peer network."""
+        self.channels: dict[str, Channel] = {}
         self._tables: dict[str, dict[str, Any]] = {
             "accounts": self.accounts, "orders": self.orders, "slots": self.slots,
             "trades": self.trades, "positions": self.positions, "readings": self.readings,
             "settlements": self.settlements, "dispatches": self.dispatches,
             "notary": self.notary, "validators": self.validators, "meta": self.meta_table,
+            "node_keys": self.node_keys,
+            "channels": self.channels,
         }
         self._journal: list[tuple[str, str, Any, bool]] | None = None
+        self.checkpoint: tuple[int, bytes] | None = None
+        """(height, bytes) of the latest checkpoint this state sealed (``CHECKPOINT_EVERY``):
+        the snapshot whose digest is folded into that height's root; the runtime takes it."""
         self._credit_before: CreditState | None = None
         self._dirty: dict[tuple[str, str], None] = {}
         # Derived indexes (not hashed; rebuilt by ``_reindex``).
@@ -279,6 +360,8 @@ class State:
         """address -> slots with a settlement line in state: an account's lines without a scan."""
         self.settlements_by_slot: dict[int, dict[str, None]] = {}
         """slot -> accounts with a settlement line in state."""
+        self.node_key_owner: dict[bytes, str] = {}
+        """node key -> the account that named it (keys are unique)."""
 
     # --- reads ---------------------------------------------------------------------
     @property
@@ -357,6 +440,11 @@ class State:
                 accounts.pop(old.account, None)
                 if not accounts:
                     self.accounts_by_slot.pop(old.slot, None)
+        elif table == "node_keys":
+            if old is not _MISSING:
+                self.node_key_owner.pop(old.public_key, None)
+            if new is not _MISSING:
+                self.node_key_owner[new.public_key] = new.account
         elif table == "settlements":
             if old is not _MISSING and new is _MISSING:
                 _drop_from(self.settlements_by_account, old.account, old.slot)
@@ -376,6 +464,8 @@ class State:
             self._index("readings", key, _MISSING, reading)
         for key, line in self.settlements.items():
             self._index("settlements", key, _MISSING, line)
+        for key, node_key in self.node_keys.items():
+            self._index("node_keys", key, _MISSING, node_key)
 
     # --- transactions (snapshot / rollback) --------------------------------------------
     def begin(self) -> None:
@@ -408,6 +498,10 @@ class State:
             writes.append((table, key, None if value is None else codec.encode(value)))
         self._dirty.clear()
         self.root = codec.digest(codec.encode((self.root, height, codec.encode(self.credit), writes)))
+        if is_checkpoint(height):
+            data = encode_state(self)
+            self.root = checkpoint_root(height, data)
+            self.checkpoint = (height, data)
         return self.root
 
 
@@ -422,10 +516,19 @@ def encode_state(state: State) -> bytes:
 
 
 def decode_state(data: bytes) -> State:
-    """Inverse of ``encode_state``; raises ``codec.CodecError`` on bad bytes."""
+    """Inverse of ``encode_state``; raises ``codec.CodecError`` on bad bytes. (The bytes of a
+    checkpoint hold the inner root: set ``root`` to the checkpoint's, see ``restore_checkpoint``.)"""
     snap = codec.decode(data, Snapshot)
     state = State(snap.genesis, snap.credit, snap.root)
     for name in TABLES:
         state.table(name).update(getattr(snap, name))
     state._reindex()
+    return state
+
+
+def restore_checkpoint(height: int, data: bytes) -> State:
+    """The state at checkpoint ``height`` from its snapshot bytes (``State.checkpoint``), with
+    the root the chain committed to for that height; raises ``codec.CodecError`` on bad bytes."""
+    state = decode_state(data)
+    state.root = checkpoint_root(height, data)
     return state

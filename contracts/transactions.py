@@ -29,7 +29,9 @@ timestamp must be below it.
 
 Notarisation carries every party's co-signature in the one transaction:
 ``signatures[i]`` is ``parties[i]``'s signature of ``NotaryStatement`` in the
-domain ``"<chain_id>/NOTARY/v1"`` (``notary_statement_bytes``).
+domain ``"<chain_id>/NOTARY/v1"`` (``notary_statement_bytes``). Payment-channel
+closes carry a ``ChannelState`` signed by the parties in the domain
+``"<chain_id>/CHANNEL/v1"`` (``channel_state_bytes``; ``contracts.channels``).
 
 JSON form (REST API): ``tx_to_json(tx)`` gives plain JSON values with bytes as
 hex; ``tx_from_json(obj)`` validates and builds the ``Tx`` back; the API accepts
@@ -54,6 +56,10 @@ MAX_PARTIES = 16
 """Most parties one notarised document may name."""
 KIND_NOTARY = "NOTARY"
 """Signature domain of notary co-signatures."""
+KIND_CHANNEL = "CHANNEL"
+"""Signature domain of payment-channel states (``ChannelState``, docs/CHANNELS.md)."""
+MAX_READING_SLOTS = 16
+"""Most meter-reading slots one channel state may name."""
 
 U64 = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Positive = Annotated[int, Meta(ge=1, le=2**63 - 1)]
@@ -111,6 +117,13 @@ class SetMeterKey(_Body, frozen=True, tag="set_meter_key"):
 
     account: Address
     meter_key: PublicKey | None
+
+
+class SetNodeKey(_Body, frozen=True, tag="set_node_key"):
+    """An active account names (or clears, None) the key its own node proves on the
+    peer network: validators accept observer links only from keys named this way."""
+
+    node_key: PublicKey | None
 
 
 class Transfer(_Body, frozen=True, tag="transfer"):
@@ -183,6 +196,77 @@ class Notarize(_Body, frozen=True, tag="notarize"):
     title: Annotated[str, Meta(max_length=128)] = ""
 
 
+class ChannelState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A payment channel's balances after an off-chain update, co-signed by both parties
+    in the domain ``"<chain_id>/CHANNEL/v1"`` (``channel_state_bytes``; docs/CHANNELS.md)."""
+
+    channel_id: OrderId
+    """The opening transaction's hash (hex)."""
+    seq: U64
+    """Update number: a state with a higher ``seq`` replaces one with a lower."""
+    balance_a_u: U64
+    """What the opener (party a) is owed, µ."""
+    balance_b_u: U64
+    """What the counterparty (party b) is owed, µ."""
+    energy_wh: U64
+    """Energy delivered through the channel so far (cumulative), Wh."""
+    reading_slots: Annotated[tuple[U64, ...], Meta(max_length=MAX_READING_SLOTS)] = ()
+    """Slots of the meter readings this energy accounts for (sorted, unique, at most 16)."""
+    final: bool = False
+    """True only for the state the parties sign to close cooperatively (``close_channel``)."""
+
+
+class OpenChannel(_Body, frozen=True, tag="open_channel"):
+    """Lock ``deposit_u`` of the sender (party a) in a channel with ``counterparty`` (party b).
+    The channel's id is this transaction's hash (hex)."""
+
+    counterparty: Address
+    deposit_u: Positive
+    challenge_slots: Positive
+    """Length of the challenge period after a unilateral close, in slots."""
+
+
+class FundChannel(_Body, frozen=True, tag="fund_channel"):
+    """The counterparty adds its own deposit, once, while the channel is open."""
+
+    channel_id: OrderId
+    deposit_u: Positive
+
+
+class CloseChannel(_Body, frozen=True, tag="close_channel"):
+    """Cooperative close by either party: a ``final`` state signed by both pays out at once."""
+
+    state: ChannelState
+    signature_a: Signature
+    signature_b: Signature
+
+
+class ForceCloseChannel(_Body, frozen=True, tag="force_close_channel"):
+    """Unilateral close by either party with the latest state the other party signed
+    (``signature``; nil only for the opening state, seq 0): starts the challenge period."""
+
+    state: ChannelState
+    signature: Signature | None
+
+
+class ChallengeChannel(_Body, frozen=True, tag="challenge_channel"):
+    """Any active account, during the challenge period: a newer state signed by both."""
+
+    state: ChannelState
+    signature_a: Signature
+    signature_b: Signature
+
+
+class SettleChannel(_Body, frozen=True, tag="settle_channel"):
+    """Any active account, after the challenge period: pay out the newest posted state."""
+
+    channel_id: OrderId
+
+
+CHANNEL_BODIES: tuple[type, ...] = (OpenChannel, FundChannel, CloseChannel, ForceCloseChannel,
+                                    ChallengeChannel, SettleChannel)
+
+
 Body = (
     RegisterRequest
     | ApproveRegistration
@@ -198,6 +282,13 @@ Body = (
     | IssueDispatch
     | AckDispatch
     | Notarize
+    | SetNodeKey
+    | OpenChannel
+    | FundChannel
+    | CloseChannel
+    | ForceCloseChannel
+    | ChallengeChannel
+    | SettleChannel
 )
 
 
@@ -246,6 +337,21 @@ class NotaryStatement(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def notary_statement_bytes(*, chain_id: str, doc_hash: bytes, parties: tuple[str, ...]) -> bytes:
     return codec.encode(NotaryStatement(chain_id=chain_id, doc_hash=doc_hash, parties=parties))
+
+
+def channel_state_bytes(state: ChannelState) -> bytes:
+    """What both parties of a channel sign (in the ``KIND_CHANNEL`` domain)."""
+    return codec.encode(state)
+
+
+def sign_channel_state(state: ChannelState, signer: crypto.Signer, *, chain_id: str) -> bytes:
+    """``signer``'s signature of ``state`` on chain ``chain_id``."""
+    return signer.sign(chain_id=chain_id, kind=KIND_CHANNEL, message=channel_state_bytes(state))
+
+
+def verify_channel_state(public_key: bytes, signature: bytes, state: ChannelState, *, chain_id: str) -> bool:
+    return crypto.verify(public_key, signature, chain_id=chain_id, kind=KIND_CHANNEL,
+                         message=channel_state_bytes(state))
 
 
 def sign_tx(tx: Tx, signer: crypto.Signer) -> bytes:

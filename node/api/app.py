@@ -11,8 +11,8 @@ hex, hash lengths, integer parameters) before calling the backend, so bad input
 is answered with a 4xx and reaches nothing (``node.api.http_util``).
 
 Routes by topic: ``routes_tx`` (submission, tx status), ``routes_chain`` (status,
-health, blocks, validators), ``routes_market`` (contracts queries), ``events``
-(the ``/v1/events`` WebSocket stream).
+health, blocks, validators), ``routes_market`` (contracts queries), ``routes_channels``
+(payment-channel updates and traces), ``events`` (the ``/v1/events`` WebSocket stream).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from node.api.http_util import (
 from node.api.protocol import CommittedBlock, NodeBackend, Overloaded, SubmitResult, TxLookup
 from node.api.rate_limit import RateLimiter
 from node.api.routes_chain import ChainRoutes
+from node.api.routes_channels import ChannelBackend, ChannelRoutes
 from node.api.routes_market import MarketRoutes
 from node.api.routes_tx import TxRoutes
 
@@ -79,9 +80,11 @@ def create_api_app(
     event_queue_size: int = DEFAULT_EVENT_QUEUE,
     max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
     rate_limiter: RateLimiter | None = None,
+    channels: ChannelBackend | None = None,
 ) -> web.Application:
     """The REST API application for ``backend`` (mount on the API listener); with
-    ``rate_limiter``, submissions are limited per client address (429 ``rate_limited``)."""
+    ``rate_limiter``, submissions are limited per client address (429 ``rate_limited``);
+    ``channels`` keeps payment-channel states (without it the update routes answer 503)."""
     middlewares: list[Any] = [error_middleware]
     if rate_limiter is not None:
         middlewares.insert(0, rate_limit_middleware(rate_limiter))  # outermost: sees every answer
@@ -113,6 +116,7 @@ def create_api_app(
     app.router.add_get(f"{v}/validators", chain.validators)
     app.router.add_get(f"{v}/dispatch", market.dispatch)
     app.router.add_get(f"{v}/events", events.events)
+    ChannelRoutes(backend, channels).mount(app, v)
     app.router.add_get("/healthz", chain.healthz)
     app.router.add_get("/readyz", chain.readyz)
     app.router.add_get("/openapi.json", openapi)

@@ -25,6 +25,7 @@ from contracts import records as rec
 from contracts import state as st
 from contracts import traceability as tr
 from contracts import transactions as txs
+from node.api import openapi_channels
 from node.api.openapi_paths import api_paths, ref
 
 MAX_U64 = 2**63 - 1
@@ -46,7 +47,8 @@ class Error(msgspec.Struct, frozen=True):
 
     error: ErrorBody
     reason: str | None = None
-    """``/readyz`` 503 only: ``execution_halted``, ``syncing`` or ``no_quorum``."""
+    """``/readyz`` 503 only: ``execution_halted``, ``syncing``, ``no_quorum`` (a validator) or
+    ``no_peers`` (an observer with no upstream link)."""
 
 
 class SignedTxJson(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -111,6 +113,15 @@ class ExecutionHalted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error: str
 
 
+class ValidatorMember(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One validator of the set this node verifies commit certificates against."""
+
+    index: int
+    name: str
+    public_key: str
+    """64 hex chars."""
+
+
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_id: str
     node_id: int
@@ -130,6 +141,13 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     execution_halted: ExecutionHalted | None
     """Set once executing a block failed: this node stopped voting (see its log)."""
     market: MarketInfo
+    node_role: Literal["validator", "observer"] = "validator"
+    """``observer``: a member's node that follows the chain, verifying every commit certificate,
+    and never votes."""
+    epoch: int = 0
+    """Epoch of the validator set below."""
+    validators: tuple[ValidatorMember, ...] = ()
+    """The validator set (index, name, key) this node verifies blocks against."""
 
 
 class Dropped(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -272,9 +290,9 @@ class Ready(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _SCHEMA_TYPES: tuple[Any, ...] = (
-    Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, Status, TxLookup, Dropped, TxView,
+    Error, SignedTxJson, RawTx, Batch, Accepted, BatchAccepted, ValidatorMember, Status, TxLookup, Dropped, TxView,
     MalformedTxView, BlockView, BlockRef, AccountView, SlotView, st.Order, Trades, Trace, Validators, DispatchList,
-    Health, Ready,
+    Health, Ready, *openapi_channels.SCHEMA_TYPES,
 )
 
 
@@ -288,6 +306,7 @@ _OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ]},
     ("LineageEntry", "block"): {"anyOf": [ref("BlockRef"), {"type": "object", "maxProperties": 0}]},
     ("TxLookup", "receipt"): {"anyOf": [ref("Receipt"), ref("Dropped"), {"type": "null"}]},
+    **openapi_channels.OVERRIDES,
 }
 
 
@@ -381,7 +400,7 @@ def openapi_document() -> dict[str, Any]:
     _hex_bytes_schemas(components, _SCHEMA_TYPES)
     for (name, prop), schema in _OVERRIDES.items():
         components[name]["properties"][prop] = schema
-    paths = api_paths()
+    paths = {**api_paths(), **openapi_channels.channel_paths()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "GridChain node API", "version": "1", "description":

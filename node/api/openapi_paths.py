@@ -98,7 +98,7 @@ def api_paths() -> dict[str, Any]:
     hash_p = _p("hash", "path", "64 hex chars", _HASH)
     paths: dict[str, Any] = {
         "/v1/status": _get("Chain id, node id, role, height, round, leader, state root, peers, syncing, "
-                           "market timing", ref("Status"), op_id="getStatus"),
+                           "market timing; node role (validator or observer), epoch and validator set", ref("Status"), op_id="getStatus"),
         "/v1/transactions": submit,
         "/v1/transactions/{hash}": _get(
             "pending / committed / failed, height, receipt", ref("TxLookup"), [hash_p],
@@ -108,7 +108,8 @@ def api_paths() -> dict[str, Any]:
             [_p("height", "path", "height or latest", {"anyOf": [_UINT, {"type": "string", "enum": ["latest"]}]}),
              _p("txs", "query", "full: decode each transaction; hashes (default): only their hashes",
                 {"type": "string", "enum": ["full", "hashes"]})],
-            op_id="getBlock", not_found="not_found: no committed block at that height"),
+            op_id="getBlock",
+            not_found="not_found: no committed block at that height; pruned: below the node's state-sync snapshot"),
         "/v1/accounts/{address}": _get(
             "Role, status, balance, locked, pending, debt, nonce, and its settlement lines (paged)",
             ref("AccountView"),
@@ -155,6 +156,6 @@ def api_paths() -> dict[str, Any]:
         "/healthz": _get("Process alive", ref("Health"), op_id="healthz",
                          more={"503": _err("not_ready: a task of the node has stopped")}),
         "/readyz": _get("Synced and connected to a quorum", ref("Ready"), op_id="readyz",
-                        more={"503": _err("not_ready, with `reason`: execution_halted, syncing or no_quorum")}),
+                        more={"503": _err("not_ready, with `reason`: execution_halted, syncing, no_quorum or no_peers")}),
     }
     return paths

@@ -46,7 +46,7 @@ class ChainRoutes:
     async def readyz(self, request: web.Request) -> web.Response:
         query_params(request)
         if not self.backend.ready():
-            # ``reason``: execution_halted, syncing or no_quorum (backends that cannot tell: not_ready).
+            # ``reason``: execution_halted, syncing, no_quorum or no_peers (backends that cannot tell: not_ready).
             why = getattr(self.backend, "not_ready_reason", lambda: None)() or "not_ready"
             messages = {"execution_halted": "block execution failed; this node stopped voting (see its log)"}
             return error_response("not_ready", messages.get(why, "node is not synced or not connected to a quorum"),
@@ -64,6 +64,9 @@ class ChainRoutes:
         height = None if which == "latest" else uint(which, what="height")
         committed = await self.backend.block(height)
         if committed is None:
+            if height is not None and height <= getattr(self.backend, "pruned_height", lambda: 0)():
+                raise ApiError("pruned", f"block {which} is below the snapshot this node started from",
+                               status=404)
             raise ApiError("not_found", f"no committed block at height {which}")
         full = txs_view == "full"
         if full and len(committed.block.payload) > OFFLOAD_ITEMS:

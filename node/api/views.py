@@ -340,6 +340,15 @@ async def trace_with_proofs(
     locations = tr.lineage(state, trade_id)
     if locations is None:
         return None
+    return {"trade_id": trade_id, "lineage": await proofs_for(locations, load_block, load_leaves)}
+
+
+async def proofs_for(
+    locations: dict[str, st.Location],
+    load_block: Callable[[int], Awaitable[Any]],
+    load_leaves: Callable[[int], Awaitable[list[bytes] | None]],
+) -> list[dict[str, Any]]:
+    """Per named location: the leaf, the decoded record, its inclusion proof and the block's roots."""
     leaves_by_height: dict[int, list[bytes] | None] = {}
     blocks: dict[int, dict[str, Any]] = {}
     out = []
@@ -359,4 +368,4 @@ async def trace_with_proofs(
             leaf = leaves[loc.index]
             entry.update(record=decode_leaf(leaf), leaf=leaf.hex(), proof=_j(tr.prove(leaves, loc.index)))
         out.append(entry)
-    return {"trade_id": trade_id, "lineage": out}
+    return out

@@ -122,11 +122,24 @@ class Backend(Admission):
         # No await between the check and the return: the caller gets the state at a block boundary.
         return self.state
 
+    def validator_set(self) -> list[tuple[int, str, bytes]]:
+        """(index, name, public key) of the validators this node verifies against: the keys of
+        the driver's committee, named from the executed state's validator table."""
+        d = self.driver
+        names: dict[bytes, str] = {}
+        if d.exec is not None:
+            names = {v.public_key: v.name for v in d.exec.state.validators.values()}
+        return [(i, names.get(key, ""), key) for i, key in enumerate(d.committee.public_keys)]
+
     def status(self) -> dict[str, Any]:
         d = self.driver
         core = d.core
         exec_ = d.exec
         return {
+            "node_role": self.config.node_role,
+            "epoch": d.committee.epoch,
+            "validators": [{"index": i, "name": name, "public_key": key.hex()}
+                           for i, name, key in self.validator_set()],
             "height": exec_.height if exec_ else 0,
             "committed_height": core.committed_height if core is not None else (exec_.height if exec_ else 0),
             "round": d.round,
@@ -149,9 +162,15 @@ class Backend(Admission):
             return "execution_halted"
         if self.driver.syncing or self.transport is None:
             return "syncing"
+        if self.config.node_role == "observer":  # never counts in a quorum: it needs one upstream link
+            return None if self.transport.upstream() else "no_peers"
         if len(self.transport.connected()) + 1 < self.driver.committee.quorum:
             return "no_quorum"
         return None
+
+    def pruned_height(self) -> int:
+        """Blocks at or below it are not stored (the node started from a state-sync snapshot)."""
+        return self.driver.pruned_height()
 
     def healthy(self) -> bool:
         return all(not t.done() for t in self._tasks + self.driver._tasks)

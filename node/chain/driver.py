@@ -26,10 +26,11 @@ for good.
 
 Catch-up (``node.net.sync``): at start and whenever peers are far ahead, the loop
 stops feeding the core, fetches committed blocks by height, and restarts its core
-from the new committed root.
+from the new committed root. With ``state_sync`` set, a node that is empty or far
+behind first tries a peer's certified snapshot (``node.net.statesync``).
 
 ``Driver`` is the one object the rest of the node holds; its parts live in the
-mixins ``ExecutionPipeline``, ``CatchUp`` and ``PayloadSelection``.
+mixins ``ExecutionPipeline``, ``CatchUp``, ``StateSync`` and ``PayloadSelection``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from node.chain.payload import (
 )
 from node.chain.shedding import BacklogGate
 from node.chain.storage import Storage
+from node.net.statesync import StateSync
 from node.net.sync import CatchUp
 from node.net.transport import FRAME_CONSENSUS, SyncResponse
 from node.ops.config import NodeConfig
@@ -99,7 +101,7 @@ class Tip(msgspec.Struct, frozen=True):
 
 
 
-class Driver(ExecutionPipeline, CatchUp, PayloadSelection):
+class Driver(ExecutionPipeline, CatchUp, StateSync, PayloadSelection):
     """Feeds one ``consensus.core.Core`` and executes committed blocks; see the module docstring."""
 
     def __init__(
@@ -279,6 +281,7 @@ class Driver(ExecutionPipeline, CatchUp, PayloadSelection):
     # ------------------------------------------------------------------ consensus loop
     async def _run_with_sync(self) -> None:
         while not self._stopped:
+            await self._state_sync()
             await self._catch_up()
             if self.halted is not None:
                 await self._hold_for_execution()  # never returns: the node stays halted

@@ -46,7 +46,7 @@ from contracts import records
 from contracts.executor import BlockInput, Receipt, apply_block
 from contracts.genesis import Genesis
 from contracts.initial import initial_state
-from contracts.state import State, decode_state, encode_state
+from contracts.state import State, decode_state, encode_state, is_checkpoint
 from node.api.protocol import CommittedBlock
 from node.chain.clock import now_ms
 from node.chain.mempool import Mempool
@@ -170,6 +170,7 @@ class ExecutionPipeline:
         else:
             height, data, root = snapshot
             state = decode_state(data)
+            state.root = root  # a checkpoint's bytes hold the inner root
         last_block, last_id = self.genesis_block, block_id(self.genesis_block.header)
         history = [CreditSnapshot(round=0, block_id=last_id, credit=state.credit)] if snapshot is None else []
         saved = self.storage.load_meta("credit_history")
@@ -231,7 +232,10 @@ class ExecutionPipeline:
             self.exec.record_credit(block, bid)
             out.append(Executed(block=block, block_id=bid, receipts=receipts, leaves=result.leaves,
                                 state_root=result.state_root, receipts_root=result.receipts_root, record=record))
-            if block.height % snapshot_every == 0:
+            if state.checkpoint is not None and state.checkpoint[0] == block.height:
+                # The checkpoint's own bytes (what state sync serves), not a second encoding.
+                snapshot, state.checkpoint = (block.height, state.checkpoint[1], result.state_root), None
+            elif block.height % snapshot_every == 0 and (snapshot is None or not is_checkpoint(snapshot[0])):
                 snapshot = (block.height, encode_state(state), result.state_root)
         return out, snapshot
 

@@ -11,9 +11,10 @@ Everything a node must not forget lives in ``<data_dir>/chain.sqlite``:
 * ``txs``       — tx hash -> (height, index, result code) of the inclusion that counted
                   (used up the nonce), else of the first inclusion;
 * ``receipts``  — the encoded receipt list of each height (for proofs);
-* ``snapshots`` — the encoded contracts state every K blocks (the latest two
-                  are kept); a restart loads the newest and replays the blocks
-                  after it;
+* ``snapshots`` — the encoded contracts state every K blocks and at every
+                  checkpoint (``contracts.state.CHECKPOINT_EVERY``; the latest two
+                  of each are kept); a restart loads the newest and replays the
+                  blocks after it; state sync serves the checkpoints;
 * ``pending_blocks`` — proposals seen above the committed height, and ``meta.tip``
                   (high QC and TC, written with the safety data): together the
                   certified tip, so a whole network restarting at once resumes
@@ -51,6 +52,7 @@ from typing import Any, TypeVar
 
 from consensus import codec
 from consensus.types import Block, QuorumCert, SafetyData
+from contracts.state import CHECKPOINT_EVERY
 
 DB_FILE = "chain.sqlite"
 SNAPSHOTS_KEPT = 2
@@ -331,8 +333,9 @@ class Storage:
             statements.append(
                 (
                     "DELETE FROM snapshots WHERE height NOT IN "
-                    "(SELECT height FROM snapshots ORDER BY height DESC LIMIT ?)",
-                    (SNAPSHOTS_KEPT,),
+                    "(SELECT height FROM snapshots ORDER BY height DESC LIMIT ?) AND height NOT IN "
+                    "(SELECT height FROM snapshots WHERE height % ? = 0 ORDER BY height DESC LIMIT ?)",
+                    (SNAPSHOTS_KEPT, CHECKPOINT_EVERY, SNAPSHOTS_KEPT),
                 )
             )
         await self._write(self._tx, statements)
@@ -411,3 +414,19 @@ class Storage:
             "SELECT height, state, state_root FROM snapshots ORDER BY height DESC LIMIT 1", ()
         )
         return None if row is None else (int(row[0]), bytes(row[1]), bytes(row[2]))
+
+    def checkpoints(self) -> list[tuple[int, bytes, int]]:
+        """``(height, state root, size)`` of the stored checkpoint snapshots, newest first."""
+        rows = self._read_all("SELECT height, state_root, length(state) FROM snapshots WHERE height % ? = 0 "
+                              "ORDER BY height DESC", (CHECKPOINT_EVERY,))
+        return [(int(h), bytes(r), int(n)) for h, r, n in rows]
+
+    def snapshot_slice(self, height: int, offset: int, length: int) -> bytes | None:
+        """``length`` bytes of the snapshot of ``height`` from ``offset`` (None: no such snapshot)."""
+        blob = self._read_one("SELECT substr(state, ?, ?) FROM snapshots WHERE height = ?",
+                              (offset + 1, length, height))
+        return None if blob is None else bytes(blob)
+
+    def first_height(self) -> int:
+        """The lowest stored block height (1 unless the node started from a snapshot; 0: none)."""
+        return int(self._read_one("SELECT COALESCE(MIN(height), 0) FROM blocks", ()) or 0)

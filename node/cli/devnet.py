@@ -2,7 +2,8 @@
 
 Generates the network into ``--home`` if it is empty or missing (as
 ``gridchain genesis --host-mode local``), starts one ``gridchain node`` per
-validator, waits until all are ready, prints their URLs and the demo accounts'
+validator (and, with ``--observers N``, N observer nodes whose members register
+their node keys on chain once the validators run), waits until all are ready, prints their URLs and the demo accounts'
 key files and each node's pid, optionally runs the demo trading day (``--demo``),
 and keeps running until SIGINT/SIGTERM, when it stops every node it started.
 
@@ -30,6 +31,8 @@ from node.cli.genesis import add_network_arguments
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("devnet", help="run a local consortium of node processes on 127.0.0.1")
     parser.add_argument("--nodes", type=int, default=4, help="number of validators (default 4)")
+    parser.add_argument("--observers", type=int, default=0,
+                        help="observer nodes following the validators (default 0; see docs/OBSERVERS.md)")
     parser.add_argument("--home", type=Path, default=Path(".devnet"), help="network directory (default .devnet)")
     parser.add_argument("--base-port", type=int, default=7100, help="p2p P+i, api P+100+i, metrics P+200+i")
     add_network_arguments(parser)
@@ -42,7 +45,8 @@ def _print_network(console: Console, network: dict[str, Any], accounts: list[dic
                    pids: list[int | None]) -> None:
     console.print(f"[bold]GridChain devnet[/] · chain {network['chain_id']}")
     for node, pid in zip(network["nodes"], pids, strict=True):
-        console.print(f"  {node['name']:<10} {node['role']:<10} pid {pid}  api {node['api_url']}  "
+        role = "observer" if node.get("node_role") == "observer" else node["role"]
+        console.print(f"  {node['name']:<10} {role:<10} pid {pid}  api {node['api_url']}  "
                       f"metrics {node['metrics_url']}  log {Path(node['home']) / 'node.log'}", soft_wrap=True)
     console.print("[bold]demo accounts[/] (name, role, address, key file)")
     for account in accounts:
@@ -66,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
             gen.generate_network(
                 home, nodes=gen.parse_nodes(str(args.nodes)), host_mode="local", base_port=args.base_port,
                 slot_ms=args.slot_ms or 5_000, chain_id=args.chain_id or "gridchain-devnet",
-                round_timeout_ms=args.round_timeout_ms,
+                round_timeout_ms=args.round_timeout_ms, observers=args.observers,
             )
         except GenesisError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        console.print(f"generated a {args.nodes}-node network in {home}")
+        console.print(f"generated a {args.nodes}-node network with {args.observers} observers in {home}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -80,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         net.start_all()
         console.print(f"starting {len(net.nodes)} nodes ...")
-        net.wait_ready(timeout_s=90)
+        net.wait_ready(net.validators(), timeout_s=90)
+        if net.observers():
+            net.register_observers()
+            net.wait_ready(net.observers(), timeout_s=90)
         accounts = json.loads((home / "accounts.json").read_text())
         _print_network(console, net.network, accounts, [net.pid(i) for i in range(len(net.nodes))])
         console.print(f"network: {home / 'network.json'}   accounts: {home / 'accounts.json'}")

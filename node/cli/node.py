@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("node", help="run one validator node from its home directory")
     parser.add_argument("--home", required=True, type=Path, help="node home (node.toml, genesis.json, key)")
     parser.add_argument("--log-level", default=None, help="debug, info, warning, error (default: node.toml)")
+    parser.add_argument("--state-sync", action="store_true",
+                        help="start an empty or far-behind node from a peer's certified snapshot")
     parser.set_defaults(func=run)
 
 
@@ -32,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from node.ops.keys import KeyFileError
     from node.ops.service import run_node
 
+    if getattr(args, "state_sync", False):
+        os.environ["GRIDCHAIN_STATE_SYNC"] = "1"  # read with the node's config (node.ops.config)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(run_node(args.home, log_level=args.log_level))

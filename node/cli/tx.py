@@ -81,6 +81,10 @@ def _set_meter_key(a: argparse.Namespace, c: Client) -> Any:
     return txs.SetMeterKey(account=a.account, meter_key=None if a.clear else a.meter_key)
 
 
+def _set_node_key(a: argparse.Namespace, c: Client) -> Any:
+    return txs.SetNodeKey(node_key=None if a.clear else a.node_key)
+
+
 def _transfer(a: argparse.Namespace, c: Client) -> Any:
     return txs.Transfer(to=a.to, amount_u=a.amount_u)
 
@@ -176,6 +180,12 @@ def _add_kinds(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--account", required=True, type=common.address_arg)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--meter-key", type=_pubkey_arg, help="meter public key hex or key file")
+    g.add_argument("--clear", action="store_true")
+
+    p = kind("set-node-key", _set_node_key,
+             "Name (or clear) the key of the sender's own node: validators then let it follow as an observer")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--node-key", type=_pubkey_arg, help="the node's public key hex or its node_key.json")
     g.add_argument("--clear", action="store_true")
 
     p = kind("transfer", _transfer, "Transfer free balance to another account")

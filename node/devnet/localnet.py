@@ -4,6 +4,9 @@
 starts one process per node with its output appended to ``<home>/node.log``,
 waits for ``/readyz``, and stops them (SIGTERM, then SIGKILL after a grace
 period). Every process it starts is tracked, so nothing is left running.
+Observers (``node_role`` ``observer`` in network.json, after the validators) are
+nodes like the others; ``register_observers`` has each one's member name its node
+key on chain (``set_node_key``), after which the validators let it follow.
 
 ``Supervisor(net, say)`` keeps a devnet going: when a node exits it reports which
 one (name, pid, exit code), restarts it after a backoff (1 s, 2 s, 4 s, ... capped)
@@ -76,6 +79,45 @@ class LocalNet:
             )
         finally:
             log.close()
+
+    def validators(self) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if n.get("node_role", "validator") == "validator"]
+
+    def observers(self) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if n.get("node_role") == "observer"]
+
+    def register_observers(self, *, timeout_s: float = 60.0) -> None:
+        """Each observer's member names its node key on chain (through a validator's API);
+        returns once every such transaction has committed."""
+        from contracts.transactions import SetNodeKey, Tx, sign_tx
+        from node.ops.keys import load_key_file
+
+        accounts = {a["name"]: a for a in json.loads((self.dir / "accounts.json").read_text())}
+        api = self.api(self.validators()[0])
+        pending = []
+        for index in self.observers():
+            node = self.nodes[index]
+            key = load_key_file(accounts[node["member"]]["key_file"])
+            now = int(time.time() * 1000)
+            tx = Tx(chain_id=self.network["chain_id"], sender=key.address, public_key=key.public_key, nonce=now,
+                    expires_at_ms=now + 600_000, body=SetNodeKey(node_key=bytes.fromhex(node["public_key"])))
+            raw = sign_tx(tx, key.signer)
+            body = json.dumps({"raw": raw.hex()}).encode()
+            request = urllib.request.Request(api + "/v1/transactions", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                pending.append(json.loads(response.read())["tx_hash"])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"set_node_key not committed after {timeout_s:.0f} s: {pending}")
+            try:
+                if http_get_json(f"{api}/v1/transactions/{pending[0]}").get("status") in ("committed", "failed"):
+                    pending.pop(0)
+                    continue
+            except (OSError, ValueError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
 
     def start_all(self) -> None:
         for index in range(len(self.nodes)):

@@ -54,6 +54,33 @@ SYNC_RESPONSE_BYTES = 8 * 1024 * 1024
 """Soft size limit of one sync response / block response (peer frames are capped at 32 MiB)."""
 
 
+def check_committed(blocks: tuple[Block, ...], qc: QuorumCert | None, *, committee: Committee,
+                    height: int, last_block_id: bytes) -> str | None:
+    """Why ``blocks`` with ``qc`` are not committed blocks extending the chain whose block at
+    ``height`` is ``last_block_id``, or None: the hash chain, each payload against its
+    ``tx_root``, and a QC of ``committee`` that commits the last block (a QC for its child in
+    the next round). A catching-up validator and an observer check the same."""
+    if not blocks or qc is None:
+        return "empty"
+    if blocks[0].height != height + 1 or blocks[0].parent_id != last_block_id:
+        return "does not extend our chain"
+    for parent, child in itertools.pairwise(blocks):
+        if child.height != parent.height + 1 or child.parent_id != block_id(parent.header):
+            return "broken hash chain"
+    for block in blocks:
+        if block.header.tx_root != payload_root(block.payload):
+            return f"payload of height {block.height} does not match its tx_root"
+    last = blocks[-1]
+    data = qc.vote_data
+    if data.parent_id != block_id(last.header) or data.parent_round != last.round or data.round != last.round + 1:
+        return "commit QC does not commit the last block"
+    try:
+        check_qc(qc, committee=committee)
+    except InvalidMessage as exc:
+        return f"bad commit QC: {exc}"
+    return None
+
+
 class CatchUp:
     """The catch-up half of ``node.chain.driver.Driver`` (a mixin over the driver's fields)."""
 
@@ -96,7 +123,10 @@ class CatchUp:
 
 
     def on_sync_request(self, peer: int, request: SyncRequest) -> None:
-        """Answer with committed blocks from ``from_height``: at most ``count`` and about
+        self.transport.send(peer, FRAME_SYNC_RESPONSE, codec.encode(self.sync_response(request)))
+
+    def sync_response(self, request: SyncRequest) -> SyncResponse:
+        """Committed blocks from ``from_height``: at most ``count`` and about
         ``SYNC_RESPONSE_BYTES``, ending at a block whose commit QC is stored."""
         head = self.storage.latest_height()
         first = max(1, request.from_height)
@@ -108,15 +138,15 @@ class CatchUp:
                 last = max(first, height - 1)
                 break
         found = self.storage.commit_qc_at_or_below(last, first) if last >= first else None
-        if found is None and first <= head:
+        if first <= head and self.storage.block(first) is None:
+            found = None  # below the snapshot this node started from: never stored here
+        elif found is None and first <= head:
             found = self.storage.commit_qc_at_or_above(first)  # a long commit: send it whole
         if found is None:
-            response = SyncResponse(blocks=(), commit_qc=None, head_height=head)
-        else:
-            end, qc = found
-            blocks = tuple(codec.decode(s.block_bytes, Block) for s in self.storage.blocks_range(first, end))
-            response = SyncResponse(blocks=blocks, commit_qc=qc, head_height=head)
-        self.transport.send(peer, FRAME_SYNC_RESPONSE, codec.encode(response))
+            return SyncResponse(blocks=(), commit_qc=None, head_height=head)
+        end, qc = found
+        blocks = tuple(codec.decode(s.block_bytes, Block) for s in self.storage.blocks_range(first, end))
+        return SyncResponse(blocks=blocks, commit_qc=qc, head_height=head)
 
     def on_sync_response(self, peer: int, response: SyncResponse) -> None:
         if response.head_height > self.peer_heights.get(peer, 0):
@@ -134,27 +164,8 @@ class CatchUp:
     def _check_sync(self, response: SyncResponse) -> str | None:
         """Why ``response`` cannot extend our executed chain, or None."""
         assert self.exec is not None
-        blocks, qc = response.blocks, response.commit_qc
-        if not blocks or qc is None:
-            return "empty"
-        if blocks[0].height != self.exec.height + 1 or blocks[0].parent_id != self.exec.last_block_id:
-            return "does not extend our chain"
-        for parent, child in itertools.pairwise(blocks):
-            if child.height != parent.height + 1 or child.parent_id != block_id(parent.header):
-                return "broken hash chain"
-        for block in blocks:
-            if block.header.tx_root != payload_root(block.payload):
-                return f"payload of height {block.height} does not match its tx_root"
-        last = blocks[-1]
-        data = qc.vote_data
-        if data.parent_id != block_id(last.header) or data.parent_round != last.round or data.round != last.round + 1:
-            return "commit QC does not commit the last block"
-        try:
-            check_qc(qc, committee=self.committee)
-        except InvalidMessage as exc:
-            return f"bad commit QC: {exc}"
-        return None
-
+        return check_committed(response.blocks, response.commit_qc, committee=self.committee,
+                               height=self.exec.height, last_block_id=self.exec.last_block_id)
 
     def _far_behind(self) -> bool:
         if self._need_sync:

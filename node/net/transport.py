@@ -12,14 +12,18 @@ Handshake (domain ``crypto.KIND_PEER``, so a peer signature can never be replaye
 as anything else): the acceptor sends ``Challenge{chain_id, node_id, nonce}``;
 the dialer checks the chain and that it reached the validator it dialled, and
 answers ``Auth{node_id, nonce', signature over PeerProof(chain, dialer, acceptor,
-nonce)}``; the acceptor checks the dialer is a genesis validator with a lower
+nonce, channel)}``; the acceptor checks the dialer is a genesis validator with a lower
 index and the signature, then proves its own key over ``nonce'``. Anything else —
 unknown key, wrong chain, bad signature, timeout — closes the socket. Only then
-does the link carry frames.
+does the link carry frames. Over ``wss://`` both proofs also cover ``channel``, the
+SHA-256 of the acceptor's TLS certificate (the dialer's view and the acceptor's own),
+which binds the TLS session to the validator keys: no CA is needed, and a man in the
+middle with another certificate fails the handshake (``node/ops/tls.py``).
 
 Frames are binary WebSocket messages: one kind byte and a payload:
 ``CONSENSUS`` (a ``consensus.types.Message``), ``TXS`` (a batch of raw signed
-transactions), ``SYNC_REQUEST``/``SYNC_RESPONSE`` (committed-block catch-up).
+transactions), ``SYNC_REQUEST``/``SYNC_RESPONSE`` (committed-block catch-up), and
+the kinds other modules register through ``extra_frames`` (state sync).
 Inbound frames are decoded with validation here, at the edge; consensus messages
 also pass ``validate`` (``consensus.validation.check_message``: signatures,
 membership, certificates). A bad frame is dropped and counted in
@@ -40,7 +44,7 @@ import logging
 import secrets
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +54,7 @@ from aiohttp import web
 
 from consensus import codec, crypto
 from consensus.types import Block, Message, QuorumCert
+from node.ops import tls
 from node.ops.config import NodeConfig, PeerConfig
 
 log = logging.getLogger("gridchain.transport")
@@ -78,13 +83,15 @@ class Auth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     signature: bytes
 
 
-class PeerProof(msgspec.Struct, frozen=True):
+class PeerProof(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a peer signs during the handshake (domain PEER)."""
 
     chain_id: str
     signer: int
     peer: int
     nonce: bytes
+    channel: bytes = b""
+    """Fingerprint of the acceptor's TLS certificate; empty (and not encoded) on plain ws://."""
 
 
 class SyncRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -142,6 +149,7 @@ class Transport:
         on_txs: Handler,
         on_sync_request: Handler,
         on_sync_response: Handler,
+        extra_frames: Mapping[int, tuple[Any, Handler]] | None = None,
         on_link_change: Callable[[int, bool], None] = lambda peer, up: None,
         drop_counter: Callable[[str], None] = lambda reason: None,
         max_bad_frames: int = 20,
@@ -158,6 +166,10 @@ class Transport:
             FRAME_SYNC_REQUEST: on_sync_request,
             FRAME_SYNC_RESPONSE: on_sync_response,
         }
+        self._extra_types: dict[int, Any] = {}
+        """Frame kinds other modules add (kind -> payload type), e.g. ``node.net.statesync``."""
+        for kind, (type_, handler) in (extra_frames or {}).items():
+            self._handlers[kind], self._extra_types[kind] = handler, type_
         self._on_link_change = on_link_change
         self._drop = drop_counter
         self.max_bad_frames = max_bad_frames
@@ -180,13 +192,19 @@ class Transport:
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
         return context
 
-    def _make_client_ssl(self) -> ssl.SSLContext | None:
-        if not self.config.tls_ca:
-            return None
-        return ssl.create_default_context(cafile=self.config.tls_ca)
+    def _make_client_ssl(self) -> ssl.SSLContext:
+        if self.config.tls_ca:
+            return ssl.create_default_context(cafile=self.config.tls_ca)
+        # No CA: any certificate, which the handshake then binds to the peer's validator key.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession()
+        # Bounded connects: a dial into a cut link must not hang for the OS's SYN retries.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+            total=None, connect=2 * HANDSHAKE_TIMEOUT_S, sock_connect=HANDSHAKE_TIMEOUT_S))
         for peer in self.config.peers:
             if peer.node_id > self.me:
                 self._spawn(self._dial_forever(peer))
@@ -249,15 +267,16 @@ class Transport:
                 await link.ws.send_bytes(link.queue.popleft())
 
     # ------------------------------------------------------------------ handshake
-    def _proof(self, *, signer: int, peer: int, nonce: bytes) -> bytes:
-        return codec.encode(PeerProof(chain_id=self.chain_id, signer=signer, peer=peer, nonce=nonce))
+    def _proof(self, *, signer: int, peer: int, nonce: bytes, channel: bytes) -> bytes:
+        return codec.encode(PeerProof(chain_id=self.chain_id, signer=signer, peer=peer, nonce=nonce,
+                                      channel=channel))
 
-    def _check_proof(self, *, signer: int, peer: int, nonce: bytes, signature: bytes) -> bool:
+    def _check_proof(self, *, signer: int, peer: int, nonce: bytes, signature: bytes, channel: bytes) -> bool:
         if not 0 <= signer < len(self.validator_keys):
             return False
         return crypto.verify(
             self.validator_keys[signer], signature, chain_id=self.chain_id, kind=crypto.KIND_PEER,
-            message=self._proof(signer=signer, peer=peer, nonce=nonce),
+            message=self._proof(signer=signer, peer=peer, nonce=nonce, channel=channel),
         )
 
     async def _receive_struct(self, ws: Any, type_: type[Any]) -> Any:
@@ -276,21 +295,23 @@ class Transport:
             await ws.close(code=4002, message=b"unavailable")
             return ws
         nonce = secrets.token_bytes(NONCE_SIZE)
+        secure = request.transport is not None and request.transport.get_extra_info("ssl_object") is not None
         try:
+            channel = tls.cert_file_fingerprint(self.config.tls_cert) if secure else b""
             await ws.send_bytes(codec.encode(Challenge(chain_id=self.chain_id, node_id=self.me, nonce=nonce)))
             auth = await self._receive_struct(ws, Auth)
             if not (0 <= auth.node_id < self.me) or not self._check_proof(
-                signer=auth.node_id, peer=self.me, nonce=nonce, signature=auth.signature
+                signer=auth.node_id, peer=self.me, nonce=nonce, signature=auth.signature, channel=channel
             ):
                 raise PeerError(f"peer claiming validator {auth.node_id} failed authentication")
             if len(auth.nonce) != NONCE_SIZE:
                 raise PeerError("bad nonce")
             signature = self.signer.sign(
                 chain_id=self.chain_id, kind=crypto.KIND_PEER,
-                message=self._proof(signer=self.me, peer=auth.node_id, nonce=auth.nonce),
+                message=self._proof(signer=self.me, peer=auth.node_id, nonce=auth.nonce, channel=channel),
             )
             await ws.send_bytes(codec.encode(Auth(node_id=self.me, nonce=b"", signature=signature)))
-        except (PeerError, TimeoutError, ConnectionError, aiohttp.ClientError) as exc:
+        except (PeerError, TimeoutError, OSError, aiohttp.ClientError) as exc:
             self._drop("handshake")
             log.warning("refused peer connection from %s: %s", request.remote, exc)
             await ws.close(code=4001, message=b"authentication failed")
@@ -300,7 +321,7 @@ class Transport:
 
     async def _dial(self, peer: PeerConfig) -> None:
         assert self._session is not None
-        ssl_arg: Any = self._client_ssl if peer.url.startswith("wss:") and self._client_ssl else True
+        ssl_arg: Any = self._client_ssl if peer.url.startswith("wss:") else True
         async with self._session.ws_connect(
             peer.url, max_msg_size=self.config.max_message_bytes, heartbeat=10.0,
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0), ssl=ssl_arg,
@@ -311,14 +332,16 @@ class Transport:
             if len(challenge.nonce) != NONCE_SIZE:
                 raise PeerError("bad nonce")
             my_nonce = secrets.token_bytes(NONCE_SIZE)
+            ssl_object = ws.get_extra_info("ssl_object")
+            channel = tls.fingerprint(ssl_object.getpeercert(binary_form=True)) if ssl_object else b""
             signature = self.signer.sign(
                 chain_id=self.chain_id, kind=crypto.KIND_PEER,
-                message=self._proof(signer=self.me, peer=peer.node_id, nonce=challenge.nonce),
+                message=self._proof(signer=self.me, peer=peer.node_id, nonce=challenge.nonce, channel=channel),
             )
             await ws.send_bytes(codec.encode(Auth(node_id=self.me, nonce=my_nonce, signature=signature)))
             reply = await self._receive_struct(ws, Auth)
             if reply.node_id != peer.node_id or not self._check_proof(
-                signer=peer.node_id, peer=self.me, nonce=my_nonce, signature=reply.signature
+                signer=peer.node_id, peer=self.me, nonce=my_nonce, signature=reply.signature, channel=channel
             ):
                 raise PeerError(f"{peer.url} failed to prove validator {peer.node_id}'s key")
             await self._run_link(peer.node_id, ws)
@@ -399,6 +422,8 @@ class Transport:
                 value = codec.decode(payload, TxBatch)  # type: ignore[arg-type]
             elif kind == FRAME_SYNC_REQUEST:
                 value = codec.decode(payload, SyncRequest)  # type: ignore[arg-type]
+            elif kind in self._extra_types:
+                value = codec.decode(payload, self._extra_types[kind])  # type: ignore[arg-type]
             else:
                 value = codec.decode(payload, SyncResponse)  # type: ignore[arg-type]
         except codec.CodecError:

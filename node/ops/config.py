@@ -1,7 +1,9 @@
 """Per-node configuration: ``<home>/node.toml`` plus ``GRIDCHAIN_*`` environment overrides.
 
 One node home holds ``node.toml`` (this struct), ``genesis.json`` (the chain) and
-``validator_key.json`` (the validator's key, 0600). Chain-wide parameters live in
+``validator_key.json`` (the validator's key, 0600) — or, for an observer
+(``node_role = "observer"``, made by ``gridchain join``), ``node_key.json``: the key
+its member named on chain with ``set_node_key``. Chain-wide parameters live in
 genesis; everything here is local to one process and may differ between nodes.
 
 Every scalar key can be overridden by the environment variable
@@ -22,6 +24,9 @@ import msgspec
 CONFIG_FILE = "node.toml"
 GENESIS_FILE = "genesis.json"
 KEY_FILE = "validator_key.json"
+NODE_KEY_FILE = "node_key.json"
+"""An observer's key (``gridchain join``)."""
+NODE_ROLES = ("validator", "observer")
 ENV_PREFIX = "GRIDCHAIN_"
 
 
@@ -49,7 +54,15 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     role: str
     """Consortium role of the operator (generator, grid, retailer, user)."""
     node_id: int
-    """This validator's index in the genesis validator list."""
+    """This validator's index in the genesis validator list (-1 for an observer)."""
+    node_role: str = "validator"
+    """``validator`` (votes, in the genesis validator list) or ``observer`` (follows the chain
+    from ``observer_peers``, verifying every block's commit certificate; never votes)."""
+    observer_peers: tuple[str, ...] = ()
+    """Observer only: WebSocket URLs of validators' or other observers' observer listeners
+    (``ws://host:p2p_port/p2p/observer``). Env override: comma-separated."""
+    max_observer_links: int = 16
+    """Most observers linked to this node at once; further ones are refused."""
     listen_host: str = "127.0.0.1"
     """Interface all three listeners bind to."""
     p2p_port: int = 26656
@@ -89,6 +102,9 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     empty block (keep it below the genesis round timeout)."""
     snapshot_every_blocks: int = 200
     """A state snapshot is stored every this many blocks; restarts replay the blocks after it."""
+    state_sync: bool = False
+    """Start a node that is empty or far behind from a peer's certified state snapshot
+    (``node.net.statesync``) instead of replaying every block from genesis."""
     outbound_queue_messages: int = 4_096
     """Bound of each peer's outbound queue; on overflow the oldest gossip is dropped."""
     reconnect_min_ms: int = 100
@@ -112,14 +128,23 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     rate_limit_buckets: int = 10_000
     """Most rate-limit buckets kept per limit; the least recently used is evicted beyond it."""
     tls_cert: str = ""
-    """PEM certificate for the p2p listener; empty = plain ws://."""
+    """PEM certificate for the p2p listener; empty = plain ws://. Relative paths (all three
+    TLS files) are relative to the home. Peers authenticate by the handshake, which binds
+    this certificate to the validator key (node/ops/tls.py), so a self-signed one is enough."""
     tls_key: str = ""
     """PEM private key matching ``tls_cert``."""
     tls_ca: str = ""
-    """CA bundle used to verify peers' certificates when dialling wss:// URLs."""
+    """CA bundle used to verify peers' certificates when dialling wss:// URLs; empty = accept
+    any certificate the peer then binds to its validator key in the handshake."""
 
 
 def _coerce(value: str, annotation: Any) -> Any:
+    if annotation in (bool, "bool"):
+        if value.lower() not in ("1", "0", "true", "false"):
+            raise ConfigError(f"expected 1, 0, true or false, got {value!r}")
+        return value.lower() in ("1", "true")
+    if annotation in (tuple[str, ...], "tuple[str, ...]"):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
     if annotation in (int, "int"):
         try:
             return int(value)
@@ -154,9 +179,15 @@ def load_config(home: Path, env: Mapping[str, str] | None = None) -> NodeConfig:
         raise ConfigError(f"{path}: {exc}") from exc
     doc = apply_env(doc, os.environ if env is None else env)
     try:
-        return msgspec.convert(doc, NodeConfig)
+        config = msgspec.convert(doc, NodeConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if config.node_role not in NODE_ROLES:
+        raise ConfigError(f"{path}: node_role must be one of {', '.join(NODE_ROLES)}")
+    # TLS files named relative to the home (as `gridchain member config` writes them).
+    tls = {k: str(Path(home) / v) for k in ("tls_cert", "tls_key", "tls_ca")
+           if (v := getattr(config, k)) and not Path(v).is_absolute()}
+    return msgspec.structs.replace(config, **tls) if tls else config
 
 
 def data_path(home: Path, config: NodeConfig) -> Path:
@@ -171,6 +202,8 @@ def _toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 

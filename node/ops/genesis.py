@@ -13,6 +13,11 @@ an operator can start from::
     DIR/<node>/data/chain.sqlite   an empty database holding fresh safety data: a
                                 node started WITHOUT it (wiped data directory) keeps
                                 its double-sign guard armed until it has caught up
+    DIR/observer-<i>/           with ``observers``: an observer's home (``gridchain join``:
+                                node.toml, genesis.json, node_key.json), following every
+                                validator; its member is the genesis account
+                                ``member-<i>`` (key in DIR/keys/), which registers the
+                                node key on chain once the chain runs (``set_node_key``)
 
 Two host modes: ``local`` (every node on 127.0.0.1 with ports derived from a base
 port: p2p P+i, api P+100+i, metrics P+200+i) and ``compose`` (each node is a
@@ -160,6 +165,7 @@ def generate_network(
     extra_accounts: tuple[ExtraAccount, ...] = (),
     genesis_time_ms: int | None = None,
     force: bool = False,
+    observers: int = 0,
 ) -> dict[str, Any]:
     """Write a complete network into ``out``; return the network.json document.
 
@@ -190,6 +196,8 @@ def generate_network(
     # A grid operator always exists: the chain needs its manager.
     demo = DEMO_ACCOUNTS if demo_accounts else DEMO_ACCOUNTS[:1]
     wanted += [(n, r, z, DEMO_BALANCE_U, out / "keys" / f"{n}.json") for n, r, z in demo]
+    wanted += [(f"member-{i + 1}", "prosumer", "Z1", DEMO_BALANCE_U, out / "keys" / f"member-{i + 1}.json")
+               for i in range(observers)]
     wanted += [
         (f"bench-{i:04d}", bench_role, "Z1", BENCH_BALANCE_U, out / "keys" / "bench" / f"bench-{i:04d}.json")
         for i in range(bench_accounts)
@@ -269,10 +277,35 @@ def generate_network(
              "p2p_url": _p2p_url(host_mode, spec, p2p), "api_url": api_url, "metrics_url": metrics_url,
              "home": str(home.resolve())}
         )
+    node_rows += _observer_rows(out, nodes, observers, host_mode=host_mode, base_port=base_port,
+                                genesis_json=genesis_json)
     network = {"chain_id": chain_id, "host_mode": host_mode, "nodes": node_rows}
     (out / "network.json").write_bytes(orjson.dumps(network, option=orjson.OPT_INDENT_2) + b"\n")
     (out / "accounts.json").write_bytes(orjson.dumps(account_rows, option=orjson.OPT_INDENT_2) + b"\n")
     return network
+
+
+def _observer_rows(out: Path, nodes: list[NodeSpec], count: int, *, host_mode: str, base_port: int,
+                   genesis_json: bytes) -> list[dict[str, Any]]:
+    """Homes of ``count`` observers following every validator (ports continue the validators')."""
+    from node.ops.observers import create_observer_home
+
+    peers = [_p2p_url(host_mode, spec, _ports(host_mode, base_port, j)[0]) for j, spec in enumerate(nodes)]
+    rows = []
+    for i in range(count):
+        index = len(nodes) + i
+        p2p, api, metrics = _ports(host_mode, base_port, index)
+        name = f"observer-{i + 1}"
+        info = create_observer_home(
+            out / name, genesis_json=genesis_json, name=name, peers=peers,
+            listen_host="0.0.0.0" if host_mode == "compose" else "127.0.0.1",
+            p2p_port=p2p, api_port=api, metrics_port=metrics)
+        rows.append({"name": name, "role": "member", "node_role": "observer", "node_id": -1,
+                     "member": f"member-{i + 1}", "public_key": info["node_key"],
+                     "p2p_url": _p2p_url(host_mode, NodeSpec(name=name, role="observer"), p2p),
+                     "api_url": f"http://127.0.0.1:{api}", "metrics_url": f"http://127.0.0.1:{metrics}/metrics",
+                     "home": info["home"]})
+    return rows
 
 
 def dump_genesis(genesis: Genesis) -> bytes:

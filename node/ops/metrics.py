@@ -97,7 +97,31 @@ class NodeMetrics:
             "gridchain_api_rate_limited",
             "Transaction submissions refused with 429, by limit (client address or unregistered sender).",
             ["limit"], registry=r)
+        self.node_role = Gauge(
+            "gridchain_node_role", "1 for this node's role on the chain: validator or observer.", ["role"],
+            registry=r)
+        self.epoch = Gauge("gridchain_epoch", "Epoch of the validator set this node verifies against.", registry=r)
+        self.validator_info = Gauge(
+            "gridchain_validator_info", "1 per member of the current validator set (index, name, public key).",
+            ["index", "name", "public_key"], registry=r)
+        self.observer_links = Gauge(
+            "gridchain_observer_links",
+            "Observer links: upstream (this node follows them) and downstream (observers following it).",
+            ["direction"], registry=r)
+        self.observer_refused = Counter(
+            "gridchain_observer_blocks_refused",
+            "Committed-block batches an observer refused (the link was dropped), by reason.", ["reason"],
+            registry=r)
         self.up.set(1)
+
+    def set_identity(self, role: str, epoch: int, validators: list[tuple[int, str, bytes]]) -> None:
+        """Role, epoch and validator set (index, name, key), for the dashboards."""
+        for name in ("validator", "observer"):
+            self.node_role.labels(role=name).set(1 if name == role else 0)
+        self.epoch.set(epoch)
+        self.validator_info.clear()
+        for index, name, key in validators:
+            self.validator_info.labels(index=str(index), name=name, public_key=key.hex()).set(1)
 
     def init_labels(self, validator_names: list[str], reasons: tuple[str, ...]) -> None:
         """Create labelled series up front so every series reports 0 before its first event."""
@@ -108,6 +132,10 @@ class NodeMetrics:
             self.dropped.labels(reason=reason)
         for limit in ("client", "sender"):
             self.rate_limited.labels(limit=limit)
+        for direction in ("upstream", "downstream"):
+            self.observer_links.labels(direction=direction)
+        for refusal in ("bad_qc", "broken_chain", "bad_tx_root", "not_our_chain"):
+            self.observer_refused.labels(reason=refusal)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,9 @@
-"""One validator process: wires storage, mempool, transport, driver, API and metrics.
+"""One node process: wires storage, mempool, transport, driver, API and metrics.
+
+A validator (``node_role = "validator"``) runs the consensus loop over the
+validator transport; an observer runs no consensus core and follows the chain
+over observer links instead (``node.ops.observers``, ``node.chain.follower``).
+Both serve observers on ``/p2p/observer`` and the same API.
 
 Three listeners on ``config.listen_host``:
 
@@ -34,14 +39,31 @@ from contracts.genesis import Genesis
 from node.api.app import API_VERSION, ApiError, create_api_app
 from node.chain.admission import BoundedSet
 from node.chain.backend import Backend
+from node.chain.channels import ChannelService
+from node.chain.channels_store import ChannelStore
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import Storage
+from node.net.snapshots import (
+    FRAME_STATESYNC_REQUEST,
+    FRAME_STATESYNC_RESPONSE,
+    StateSyncRequest,
+    StateSyncResponse,
+)
 from node.net.transport import DROP_REASONS, Transport
 from node.ops import keys
-from node.ops.config import GENESIS_FILE, KEY_FILE, ConfigError, NodeConfig, data_path, load_config
+from node.ops.config import (
+    GENESIS_FILE,
+    KEY_FILE,
+    NODE_KEY_FILE,
+    ConfigError,
+    NodeConfig,
+    data_path,
+    load_config,
+)
 from node.ops.genesis import load_genesis
 from node.ops.metrics import SUBMISSION_ADMITTED, NodeMetrics
+from node.ops.observers import make_links
 
 log = logging.getLogger("gridchain.service")
 
@@ -50,6 +72,8 @@ SHUTDOWN_TIMEOUT_S = 2.0
 
 VERIFIED_CACHE = 400_000
 """Most tx hashes remembered as signature-checked."""
+CHANNELS_FILE = "channels.sqlite3"
+"""The payment-channel store (``node.chain.channels_store``), in the data directory."""
 
 
 class _StatusFilter(logging.Filter):
@@ -85,16 +109,21 @@ class NodeService:
         self.home = Path(home)
         self.config: NodeConfig = load_config(self.home, env)
         self.genesis: Genesis = load_genesis(self.home / GENESIS_FILE)
-        key = keys.load_key_file(self.home / KEY_FILE)
+        self.observer = self.config.node_role == "observer"
+        key = keys.load_key_file(self.home / (NODE_KEY_FILE if self.observer else KEY_FILE))
         validators = self.genesis.validators
-        if not 0 <= self.config.node_id < len(validators):
+        if self.observer:
+            if any(v.public_key == key.public_key for v in validators):
+                raise ConfigError(f"{NODE_KEY_FILE} is a validator key; an observer needs its own key")
+        elif not 0 <= self.config.node_id < len(validators):
             raise ConfigError(f"node_id {self.config.node_id} is not a genesis validator")
-        if validators[self.config.node_id].public_key != key.public_key:
+        elif validators[self.config.node_id].public_key != key.public_key:
             raise ConfigError(f"{KEY_FILE} is not the key of genesis validator {self.config.node_id}")
         self.metrics = NodeMetrics()
-        self.metrics.init_labels([v.name for v in validators], (*DROP_REASONS, "invalid", "bad_sync",
+        self.metrics.init_labels([v.name for v in validators], (*DROP_REASONS, "invalid", "bad_sync", "bad_snapshot",
                                                                  "event_queue_full", "mempool_full",
-                                                                 "gossip_overflow"))
+                                                                 "gossip_overflow", "bad_block",
+                                                                 "observer_limit"))
         self.metrics.mempool_capacity.set(self.config.mempool_capacity)
         self.metrics.leader_threshold.set(self.genesis.consensus.credit.leader_threshold)
         self.storage = Storage.open(data_path(self.home, self.config))
@@ -105,16 +134,22 @@ class NodeService:
                              admitted_at={})
         self.backend = Backend(config=self.config, genesis=self.genesis, storage=self.storage,
                                mempool=self.mempool, metrics=self.metrics, driver=self.driver)
-        self.transport = Transport(
+        self.links, self.follower = make_links(config=self.config, signer=key.signer, driver=self.driver,
+                                               backend=self.backend, metrics=self.metrics)
+        self.transport: Any = self.links if self.observer else Transport(
             config=self.config, chain_id=self.genesis.chain_id, signer=key.signer,
             validator_keys=[v.public_key for v in validators], validate=self._validate,
             on_consensus=self.driver.on_consensus, on_txs=self.backend.on_gossip,
             on_sync_request=self.driver.on_sync_request, on_sync_response=self.driver.on_sync_response,
+            extra_frames={FRAME_STATESYNC_REQUEST: (StateSyncRequest, self.driver.on_statesync_request),
+                          FRAME_STATESYNC_RESPONSE: (StateSyncResponse, self.driver.on_statesync_response)},
             on_link_change=self._links_changed,
             drop_counter=lambda reason: self.metrics.dropped.labels(reason=reason).inc(),
         )
         self.driver.transport = self.transport
         self.backend.transport = self.transport
+        self._signer = key.signer
+        self.channels: ChannelService | None = None
         self._runners: list[web.AppRunner] = []
         self.stopped = asyncio.Event()
 
@@ -128,7 +163,7 @@ class NodeService:
 
     # ------------------------------------------------------------------ apps
     def _api_app(self) -> web.Application:
-        app = create_api_app(self.backend, rate_limiter=self.backend.rate_limiter)
+        app = create_api_app(self.backend, rate_limiter=self.backend.rate_limiter, channels=self.channels)
         # Inside the API's error middleware: sees an ApiError before it becomes a response.
         app.middlewares.append(self._count_rejected_submissions)
         return app
@@ -152,7 +187,9 @@ class NodeService:
 
     def _p2p_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_message_bytes)
-        self.transport.mount(app)
+        if not self.observer:
+            self.transport.mount(app)
+        self.links.mount(app)
         app.router.add_get("/healthz", self._healthz)
         return app
 
@@ -166,6 +203,7 @@ class NodeService:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.backend._refresh_gauges()
+        self.metrics.set_identity(self.config.node_role, self.driver.committee.epoch, self.backend.validator_set())
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -191,14 +229,23 @@ class NodeService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.driver.load)
-        await self._serve(self._p2p_app(), self.config.p2p_port, self.transport.server_ssl())
+        store = await ChannelStore.open(data_path(self.home, self.config) / CHANNELS_FILE)
+        channels = self.channels = ChannelService(backend=self.backend, store=store, signer=self._signer)
+        await self._serve(self._p2p_app(), self.config.p2p_port,
+                          None if self.observer else self.transport.server_ssl())
         await self._serve(self._api_app(), self.config.api_port)
         await self._serve(self._metrics_app(), self.config.metrics_port)
-        await self.transport.start()
+        if not self.observer:
+            await self.transport.start()
+        await self.links.start()
         self.backend.start()
-        self.driver.start()
+        if self.follower is not None:
+            self.follower.start()  # an observer: no consensus loop, no execution queue
+        else:
+            self.driver.start()
         await self.backend.restore_journal()
-        log.info("node %s (validator %d, %s) up: p2p %d, api %d, metrics %d", self.config.name,
+        await channels.start()
+        log.info("node %s (%s %d, %s) up: p2p %d, api %d, metrics %d", self.config.name, self.config.node_role,
                  self.config.node_id, self.config.role, self.config.p2p_port, self.config.api_port,
                  self.config.metrics_port)
 
@@ -207,10 +254,14 @@ class NodeService:
         # Leave consensus first, then close peer links, then the listeners: a stopping
         # node must not keep voting while its HTTP listeners drain.
         await self.driver.stop()
-        await self.transport.stop()
+        await self.links.stop()
+        if not self.observer:
+            await self.transport.stop()
         for runner in self._runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
+        if self.channels is not None:
+            await self.channels.stop()
         await self.backend.stop()
         await self.storage.close()
         self.stopped.set()

@@ -23,18 +23,15 @@ ALERTS = h.DEPLOY / "prometheus" / "alerts.yml"
 INIT = h.DEPLOY / "compose-init.sh"
 NODES = "generator:generator,grid:grid,retailer:retailer,user:user"
 
-# The metric names the node exposes (node/ops/metrics.py); the dashboard shows each one.
-NODE_METRICS = (
-    "gridchain_height", "gridchain_round", "gridchain_last_voted_round",
-    "gridchain_commit_latency_seconds", "gridchain_block_interval_seconds",
-    "gridchain_timeouts_total", "gridchain_timeout_certificates_total", "gridchain_leader_changes_total",
-    "gridchain_blocks_committed_total", "gridchain_transactions_submitted_total",
-    "gridchain_transactions_committed_total", "gridchain_transactions_failed_total",
-    "gridchain_peer_messages_dropped_total", "gridchain_state_root_mismatch_total",
-    "gridchain_validator_credit", "gridchain_validator_leader_share", "gridchain_credit_leader_threshold",
-    "gridchain_mempool_size", "gridchain_mempool_capacity", "gridchain_peers", "gridchain_is_leader",
-    "gridchain_market_clearing_price_u_per_wh", "gridchain_market_cleared_volume_wh", "gridchain_up",
-)
+def _node_metric_names() -> list[str]:
+    """Every gridchain_* metric family a node registers (node/ops/metrics.py), as exported."""
+    from node.ops.metrics import NodeMetrics
+
+    return sorted(family.name + ("_total" if family.type == "counter" else "")
+                  for family in NodeMetrics().registry.collect() if family.name.startswith("gridchain_"))
+
+
+NODE_METRICS = _node_metric_names()
 
 
 def _run_init(genesis: Path, homes: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -127,8 +124,10 @@ def test_dashboard_shows_every_node_metric_on_the_provisioned_datasource() -> No
 
 def test_alert_rules_cover_the_required_conditions() -> None:
     """Node down, no commit for 60 s, timeout rate, credit below threshold, mempool
-    near full: each has a rule on the node's metrics."""
+    near full, execution halted or lagging: each has a rule on the node's metrics."""
     rules = dict(h.alert_expressions(ALERTS))
+    assert "gridchain_execution_halted" in rules["GridChainExecutionHalted"]
+    assert "gridchain_execution_lag_blocks" in rules["GridChainExecutionLagging"]
     assert "up{" in rules["GridChainNodeDown"]
     assert "gridchain_blocks_committed_total" in rules["GridChainNoCommit"] and "[1m]" in rules["GridChainNoCommit"]
     assert "gridchain_timeouts_total" in rules["GridChainHighTimeoutRate"]
@@ -153,10 +152,11 @@ def test_promtool_accepts_alert_rules_and_every_dashboard_expression(tmp_path: P
 def test_compose_file_is_valid_for_debian_docker_compose() -> None:
     """Debian's docker-compose 1.29 accepts docker-compose.yml with every profile."""
     proc = subprocess.run(["docker-compose", "-f", str(h.ROOT / "docker-compose.yml"), "-p", "gridchain",
-                           "--profile", "monitoring", "config", "--services"],
+                           "--profile", "monitoring", "--profile", "participants", "config", "--services"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert set(proc.stdout.split()) == {"init", "generator", "grid", "retailer", "user", "prometheus", "grafana"}
+    assert set(proc.stdout.split()) == {"init", "generator", "grid", "retailer", "user", "observer",
+                                        "prometheus", "grafana"}
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")

@@ -52,7 +52,7 @@ class Node:
         await self.runner.cleanup()
 
 
-async def _until(cond: Any, timeout_s: float = 5.0) -> None:
+async def _until(cond: Any, timeout_s: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not cond():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"

@@ -82,6 +82,8 @@ def _type_word(info: Any) -> str:
         return "uint"
     if isinstance(info, mi.BoolType):
         return "bool"
+    if isinstance(info, mi.StructType) and info.tag is None:
+        return info.cls.__name__
     if isinstance(info, mi.BytesType):
         return "bin"
     if isinstance(info, (mi.VarTupleType, mi.ListType)):
@@ -99,7 +101,7 @@ def test_the_documented_schema_is_what_the_contracts_decode() -> None:
 
     mi = msgspec.inspect
     actual: dict[str, list[tuple[str, str]]] = {}
-    for struct_type in (txs.Tx, txs.NotaryStatement, *txs.Body.__args__):  # type: ignore[attr-defined]
+    for struct_type in (txs.Tx, txs.NotaryStatement, txs.ChannelState, *txs.Body.__args__):  # type: ignore[attr-defined]
         info = mi.type_info(struct_type)
         assert isinstance(info, mi.StructType)
         fields = [(f.encode_name, _type_word(f.type)) for f in info.fields]
@@ -226,6 +228,21 @@ def test_the_document_alone_reproduces_the_notary_co_signatures() -> None:
         assert hashlib.sha256(public_bytes(key)).digest()[:20].hex() == party  # address rule of §1
         Ed25519PublicKey.from_public_bytes(public_bytes(key)).verify(
             bytes.fromhex(signature), domain(tx["chain_id"], "NOTARY") + statement)
+
+
+def test_the_document_alone_reproduces_the_channel_co_signatures() -> None:
+    schema = doc_schema()
+    (opening,) = [v for v in VECTORS["vectors"] if v["kind"] == "open_channel"]
+    (vector,) = [v for v in VECTORS["vectors"] if v["kind"] == "close_channel"]
+    tx, body = vector["request"]["tx"], vector["request"]["tx"]["body"]
+    assert body["state"]["channel_id"] == opening["tx_hash"]  # the channel's id is the opening tx's hash
+    state = encode_as("ChannelState", body["state"], schema)
+    assert state.hex() == vector["channel_state"]
+    assert domain(tx["chain_id"], "CHANNEL").hex() == vector["channel_domain"]
+    for name, field in (("alice", "signature_a"), ("bob", "signature_b")):
+        key = ed25519_key(vector["party_seeds"][name])
+        signature = key.sign(domain(tx["chain_id"], "CHANNEL") + state)
+        assert signature.hex() == body[field]
 
 
 def test_addresses_follow_the_documented_rule() -> None:

@@ -62,6 +62,13 @@ def _bodies() -> list[tuple[str, str, txs.Tx, tuple[str, ...]]]:
     by_address = {address(n): n for n in ("alice", "bob")}
     co_signatures = tuple(signer(by_address[p]).sign(chain_id=CHAIN_ID, kind=txs.KIND_NOTARY, message=statement)
                           for p in parties)
+    opening = _tx("alice", txs.OpenChannel(counterparty=address("bob"), deposit_u=5_000_000, challenge_slots=60),
+                  nonce=5)
+    channel_state = txs.ChannelState(
+        channel_id=codec.digest(txs.sign_tx(opening, signer("alice"))).hex(), seq=1_000,
+        balance_a_u=3_750_000, balance_b_u=1_250_000, energy_wh=12_500, reading_slots=(29_000_000,), final=True)
+    channel_signatures = {n: txs.sign_channel_state(channel_state, signer(n), chain_id=CHAIN_ID)
+                          for n in ("alice", "bob")}
     return [
         ("transfer", "alice", _tx("alice", txs.Transfer(to=address("bob"), amount_u=1_000_000), nonce=1), ()),
         ("register_request", "carol",
@@ -77,6 +84,10 @@ def _bodies() -> list[tuple[str, str, txs.Tx, tuple[str, ...]]]:
         ("set_meter_key", "alice",
          _tx("alice", txs.SetMeterKey(account=address("bob"), meter_key=signer("carol").public_key), nonce=3), ()),
         ("suspend_account", "alice", _tx("alice", txs.SuspendAccount(account=address("carol")), nonce=4), ()),
+        ("open_channel", "alice", opening, ()),
+        ("close_channel", "bob", _tx("bob", txs.CloseChannel(
+            state=channel_state, signature_a=channel_signatures["alice"], signature_b=channel_signatures["bob"]),
+            nonce=3), ("alice", "bob")),
     ]
 
 
@@ -103,7 +114,11 @@ def build_vectors() -> dict[str, Any]:
             "raw": raw.hex(),
             "tx_hash": stx.tx_hash.hex(),
         }
-        if cosigners:
+        if cosigners and isinstance(tx.body, txs.CloseChannel):
+            vector["channel_state"] = txs.channel_state_bytes(tx.body.state).hex()
+            vector["channel_domain"] = crypto.domain(CHAIN_ID, txs.KIND_CHANNEL).hex()
+            vector["party_seeds"] = {n: RFC8032_SEEDS[n][0] for n in cosigners}
+        elif cosigners:
             body = tx.body
             assert isinstance(body, txs.Notarize)
             vector["notary_statement"] = txs.notary_statement_bytes(

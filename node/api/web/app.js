@@ -21,8 +21,12 @@ function row(cells) {
 async function refreshStatus() {
   const s = await api("/v1/status");
   market = s.market;
-  $("#node-name").textContent = `${s.node_name} (${s.role}) · ${s.chain_id}`;
-  const cards = [["height", s.height], ["round", s.round], ["leader", s.leader], ["peers", s.peers],
+  const nodeRole = s.node_role || "validator";
+  $("#node-name").textContent = `${s.node_name} (${s.role}) · ${nodeRole} · epoch ${s.epoch ?? 0} · ${s.chain_id}`;
+  $("#val-set").textContent = `Validator set of epoch ${s.epoch ?? 0}, which this ${nodeRole} verifies every block against: ` +
+    (s.validators || []).map((v) => `${v.index} ${v.name} ${short(v.public_key)}`).join(" · ");
+  const cards = [["node role", nodeRole], ["epoch", s.epoch ?? 0], ["height", s.height], ["round", s.round],
+    ["leader", s.leader], ["peers", s.peers],
     ["syncing", s.syncing], ["mempool", s.mempool_size], ["state root", short(s.state_root)]];
   $("#status-cards").innerHTML = cards.map(([k, v]) => `<div class="card"><span>${esc(k)}</span><b>${esc(v ?? "–")}</b></div>`).join("");
   return s;

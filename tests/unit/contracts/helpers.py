@@ -137,7 +137,9 @@ class Chain:
 
 
 def holdings_minus_debt(state: State) -> int:
-    return sum(a.balance_u + a.locked_u + a.pending_u - a.debt_u for a in state.accounts.values())
+    """Σ holdings − Σ debt, with the deposits channels hold until they are settled."""
+    in_channels = sum(c.total_u for c in state.channels.values() if c.status != "settled")
+    return in_channels + sum(a.balance_u + a.locked_u + a.pending_u - a.debt_u for a in state.accounts.values())
 
 
 def check_invariants(state: State) -> None:
@@ -162,3 +164,5 @@ def check_invariants(state: State) -> None:
     genesis_supply = sum(a.balance_u for a in state.genesis.accounts)
     # Total supply changes only by mint and burn (block rewards are protocol mints).
     assert meta.supply_u == genesis_supply + meta.minted_u - meta.burned_u + meta.rewards_u
+    # Node keys: one account per key, and the lookup index matches the table.
+    assert state.node_key_owner == {nk.public_key: nk.account for nk in state.node_keys.values()}

@@ -23,18 +23,27 @@ from contracts.transactions import (
     ApproveRegistration,
     Burn,
     CancelOrder,
+    ChallengeChannel,
+    ChannelState,
+    CloseChannel,
+    ForceCloseChannel,
+    FundChannel,
     IssueDispatch,
     Mint,
     Notarize,
+    OpenChannel,
     PlaceOrder,
     RegisterRequest,
     RejectRegistration,
     SetMeterKey,
+    SetNodeKey,
+    SettleChannel,
     SubmitReading,
     SuspendAccount,
     Transfer,
     decode_signed_tx,
     notary_statement_bytes,
+    sign_channel_state,
 )
 
 from .helpers import CHAIN_ID, Chain, check_invariants, market_params
@@ -234,6 +243,7 @@ class Plan:
     def __init__(self, chain: Chain) -> None:
         self.chain = chain
         self.order_ids: list[str] = []
+        self.channel_ids: list[str] = []
 
 
 @st.composite
@@ -247,7 +257,8 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
     order_slot = mostly(st.sampled_from([slot_now + 1, slot_now + 2, slot_now, slot_now + 11]), wide(0))
     kind = draw(st.sampled_from([
         "register", "approve", "reject", "suspend", "meter_key", "transfer", "mint", "burn", "order",
-        "order", "cancel", "reading", "reading", "dispatch", "dispatch", "ack", "notarize"]))
+        "order", "cancel", "reading", "reading", "dispatch", "dispatch", "ack", "notarize", "node_key", "channel",
+        "channel", "channel"]))
     grid_or_anyone = st.one_of(st.just("grid"), st.just("grid"), anyone)
     if kind == "register":
         role = draw(st.sampled_from(["generator", "consumer", "prosumer", "retailer", "grid", "regulator",
@@ -266,6 +277,11 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
                 st.none(), st.sampled_from([chain.signers["meter"].public_key])))),
         }[kind]
         return draw(grid_or_anyone), body, False
+    if kind == "node_key":
+        # Mostly one shared key, so that a second account naming it meets ``key_in_use``.
+        key = draw(mostly(st.just(chain.signers["meter"].public_key),
+                          st.one_of(st.none(), st.binary(min_size=32, max_size=32))))
+        return draw(anyone), SetNodeKey(node_key=key), False
     if kind in ("transfer", "mint"):
         amount = draw(half(st.integers(1, 100_000), wide(1, SUPPLY_BOUND_U, 1_000_000)))
         body = Transfer(to=draw(addr), amount_u=amount) if kind == "transfer" else Mint(to=draw(addr), amount_u=amount)
@@ -298,6 +314,8 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
         return draw(grid_or_anyone), body, False
     if kind == "ack":
         return draw(anyone), AckDispatch(dispatch_id=draw(st.one_of(st.integers(0, 6), wide(0)))), False
+    if kind == "channel":
+        return draw(channel_bodies(plan))
     sender = draw(anyone)
     parties = tuple(sorted({chain.addr(sender), *draw(st.lists(st.sampled_from(
         [chain.addr(n) for n in NAMES]), max_size=3))}))
@@ -307,6 +325,49 @@ def bodies(draw: Any, plan: Plan, now_ms: int) -> tuple[str, Any, bool]:
     signatures = tuple(by_addr[p].sign(chain_id=CHAIN_ID, kind="NOTARY", message=statement)
                        if draw(st.integers(0, 4)) else bytes(64) for p in parties)
     return sender, Notarize(doc_hash=doc, parties=parties, signatures=signatures), False
+
+
+@st.composite
+def channel_bodies(draw: Any, plan: Plan) -> tuple[str, Any, bool]:
+    """A channel transaction: wide values, real or forged signatures, known or unknown channels."""
+    chain = plan.chain
+    anyone = st.sampled_from(NAMES)
+    channel_id = draw(st.one_of(st.sampled_from(plan.channel_ids or ["0" * 64]),
+                                st.binary(min_size=32, max_size=32).map(bytes.hex)))
+    which = draw(st.sampled_from(["open", "open", "fund", "close", "force", "force", "challenge", "settle"]))
+    if which == "open":
+        body: Any = OpenChannel(counterparty=chain.addr(draw(anyone)), deposit_u=draw(half(st.integers(1, 5_000),
+                                                                                          wide(1))),
+                                challenge_slots=draw(mostly(st.integers(1, 3), wide(1, 10_080))))
+        return draw(anyone), body, False
+    if which == "fund":
+        return draw(anyone), FundChannel(channel_id=channel_id, deposit_u=draw(half(st.integers(1, 5_000), wide(1)))), False
+    if which == "settle":
+        return draw(anyone), SettleChannel(channel_id=channel_id), False
+    known = chain.state.channels.get(channel_id)
+    total = 0 if known is None else known.total_u
+    balance_a = draw(mostly(st.integers(0, total), wide(0)))
+    cs = ChannelState(channel_id=channel_id, seq=draw(mostly(st.integers(0, 5), wide(0))), balance_a_u=balance_a,
+                      balance_b_u=draw(mostly(st.just(max(0, total - balance_a)), wide(0))),
+                      energy_wh=draw(wide(0)), reading_slots=tuple(draw(st.lists(wide(0), max_size=3))),
+                      final=draw(st.booleans()))
+    by_addr = {chain.addr(n): n for n in NAMES}
+    parties = [by_addr.get(known.party_a, "outsider"), by_addr.get(known.party_b, "outsider")] if known else [
+        "outsider", "meter"]
+
+    def signature(name: str) -> bytes:
+        if draw(st.integers(0, 4)) == 0:
+            return bytes(64)
+        return sign_channel_state(cs, chain.signers[name], chain_id=CHAIN_ID)
+
+    if which == "force":
+        sender = draw(st.sampled_from([*parties, "con"]))
+        other = parties[1] if sender == parties[0] else parties[0]
+        return sender, ForceCloseChannel(state=cs, signature=draw(st.one_of(st.none(), st.just(signature(other))))), False
+    sigs = dict(state=cs, signature_a=signature(parties[0]), signature_b=signature(parties[1]))
+    if which == "close":
+        return draw(st.sampled_from([*parties, "con"])), CloseChannel(**sigs), False
+    return draw(anyone), ChallengeChannel(**sigs), False
 
 
 @st.composite
@@ -375,6 +436,8 @@ def histories(draw: Any) -> tuple[list[BlockInput], Chain]:
             raw = chain.tx(name, body, meter=meter, nonce=nonce, expires_at_ms=expires)
             if isinstance(body, PlaceOrder):
                 plan.order_ids.append(decode_signed_tx(raw).tx_hash.hex())
+            if isinstance(body, OpenChannel):
+                plan.channel_ids.append(decode_signed_tx(raw).tx_hash.hex())
             txs.append(raw)
             if draw(st.integers(0, 9)) == 0:
                 txs.append(raw)  # the same bytes twice
@@ -431,13 +494,17 @@ def test_any_wire_value_of_any_field_never_breaks_a_block() -> None:
                    ("place_order", errors.PRICE_OUT_OF_RANGE), ("mint", "ok"), ("mint", errors.LIMIT_REACHED),
                    ("issue_dispatch", "ok"), ("issue_dispatch", errors.BAD_AMOUNT),
                    ("register_request", "ok"), ("reject_registration", "ok"), ("transfer", "ok"),
+                   ("set_node_key", "ok"), ("set_node_key", errors.KEY_IN_USE),
                    ("TradeRecord", ""), ("SettlementRecord", ""), ("SettlementRecord", "written_off"),
-                   ("DispatchResolved", ""), ("RegistrationDropped", "")]:
+                   ("DispatchResolved", ""), ("RegistrationDropped", ""), ("open_channel", "ok"),
+                   ("ChannelOpened", "")]:
         assert seen[needed] > 0, (needed, sorted(seen.items()))
 
 
 def test_the_executor_handles_every_kind() -> None:
     """The property test above draws every body kind the wire knows."""
     drawn = {AckDispatch, ApproveRegistration, Burn, CancelOrder, IssueDispatch, Mint, Notarize, PlaceOrder,
-             RegisterRequest, RejectRegistration, SetMeterKey, SubmitReading, SuspendAccount, Transfer}
+             RegisterRequest, RejectRegistration, SetMeterKey, SetNodeKey, SubmitReading, SuspendAccount,
+             Transfer,
+             OpenChannel, FundChannel, CloseChannel, ForceCloseChannel, ChallengeChannel, SettleChannel}
     assert drawn == set(executor.HANDLERS)
