@@ -44,6 +44,9 @@ import aiohttp
 from consensus import codec
 from node.cli import bench_measure as bm
 from node.cli import bench_workload as bw
+from node.cli.bench_measure import (
+    Watcher as Watcher,  # the load generator's parts, used elsewhere too
+)
 
 SEND_TICK_S = 0.02
 POLL_S = 0.02

@@ -188,6 +188,13 @@ class CatchUp:
         # Give the links a moment so a restarted node learns where the others are.
         while len(self.transport.connected()) < self.committee.quorum - 1 and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        try:
+            await self._catch_up_loop(loop)
+        finally:
+            self._sync_waiter = None  # a prefetched answer still on its way is not waited for
+
+    async def _catch_up_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.exec is not None
         idle_rounds = 0
         prefetch: tuple[int, asyncio.Future[SyncResponse]] | None = None
         while not self._stopped and self.halted is None and idle_rounds < 2:
