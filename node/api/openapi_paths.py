@@ -70,7 +70,9 @@ _SUBMIT_ERRORS = {
                 "a batch whose every transaction was rejected (with the per-item results)"),
     "429": _err("account_limit: too many pending transactions of this sender; rate_limited: too many "
                 "submissions from this client address or unregistered sender (Retry-After)", _RETRY_AFTER),
-    "503": _err("mempool_full: back off (Retry-After) and resubmit", _RETRY_AFTER),
+    "503": _err("mempool_full: the pool is full, or its backlog already means more than ~1.5 s of "
+                "commits at the recent rate (overload is shed, not queued): back off (Retry-After) "
+                "and resubmit", _RETRY_AFTER),
 }
 
 

@@ -2,6 +2,10 @@
 
 Admission path (DESIGN §10), for a batch of raw transactions from the API:
 
+0. overload is shed, not queued: when the pending backlog plus the batch would take
+   more than ``node.chain.shedding.MAX_WAIT_S`` to commit at the recent commit rate,
+   the whole batch is refused with ``mempool_full`` (HTTP 503, Retry-After) before
+   any decoding or signature work;
 1. decode each (``contracts.transactions.decode_signed_tx``: size, canonical form);
 2. a hash already pending or committed is answered with its hash (not an error);
 3. a sender with no account may only send ``register_request`` (``not_registered``
@@ -41,11 +45,18 @@ from typing import TYPE_CHECKING, Any
 from consensus import codec
 from contracts.errors import NOT_REGISTERED, TxError
 from contracts.executor import check_tx
-from contracts.transactions import RegisterRequest, SignedTx, decode_signed_tx, verify_signature
+from contracts.transactions import (
+    RegisterRequest,
+    SignedTx,
+    SubmitReading,
+    decode_signed_tx,
+    verify_signature,
+)
 from node.api.protocol import SubmitResult
 from node.api.rate_limit import RATE_LIMITED, RateLimiter
 from node.chain.clock import now_ms
-from node.chain.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx
+from node.chain.mempool import DUPLICATE, MEMPOOL_FULL, Mempool, PoolTx, lane
+from node.chain.shedding import BacklogGate
 from node.chain.storage import Storage
 from node.net.transport import FRAME_TXS
 from node.ops.config import NodeConfig
@@ -104,6 +115,7 @@ class Admission:
     _gossip: list[bytes]
     _gossip_wakeup: asyncio.Event
     _gossip_in: asyncio.Queue[tuple[bytes, ...]] | None
+    backlog: BacklogGate
 
     if TYPE_CHECKING:
         @property
@@ -134,6 +146,11 @@ class Admission:
             await self._admit_gossip(await self._gossip_in.get())
 
     async def _admit(self, raws: list[bytes], *, journal: bool, gossip: bool, source: str) -> list[SubmitResult]:
+        if source == "api" and (wait_s := self.backlog.refuse(
+                pending=len(self.mempool), incoming=len(raws), committed_total=self.mempool.committed_total)):
+            message = (f"backlog of {len(self.mempool)} pending transactions at {self.backlog.rate():.0f} tx/s "
+                       f"committed; retry in {wait_s:.0f} s")
+            return [SubmitResult(tx_hash=codec.digest(raw), code=MEMPOOL_FULL, message=message) for raw in raws]
         results: list[SubmitResult | None] = [None] * len(raws)
         decoded: list[tuple[int, SignedTx]] = []
         for i, raw in enumerate(raws):
@@ -195,7 +212,8 @@ class Admission:
         t_admit = time.monotonic()
         for i, stx in admitted:
             tx = stx.tx
-            reason = self.mempool.add(PoolTx(tx_hash=stx.tx_hash, raw=stx.raw, sender=tx.sender,
+            sender = lane(tx.sender, reading=isinstance(tx.body, SubmitReading))
+            reason = self.mempool.add(PoolTx(tx_hash=stx.tx_hash, raw=stx.raw, sender=sender,
                                              nonce=tx.nonce, expires_at_ms=tx.expires_at_ms))
             if reason is None or reason == DUPLICATE:
                 results[i] = SubmitResult(tx_hash=stx.tx_hash)

@@ -24,6 +24,7 @@ from node.chain.clock import now_ms
 from node.chain.driver import Driver
 from node.chain.execution import StoredReceipts
 from node.chain.mempool import MEMPOOL_FULL, Mempool
+from node.chain.shedding import BacklogGate
 from node.chain.storage import Storage
 from node.ops.config import NodeConfig
 from node.ops.metrics import SUBMISSION_ADMITTED, NodeMetrics
@@ -59,6 +60,8 @@ class Backend(Admission):
         self.transport: Any = None
         self.verified = driver.verified
         self.admitted_at = driver.admitted_at
+        self.backlog: BacklogGate = driver.backlog
+        """Overload shedding of API submissions (``node.chain.shedding``)."""
         self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._journal_pending: list[tuple[bytes, bytes]] = []
         self._journal_waiters: list[asyncio.Future[None]] = []

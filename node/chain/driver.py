@@ -70,7 +70,14 @@ from node.chain.execution import (
     ExecutionState,
 )
 from node.chain.mempool import Mempool
-from node.chain.payload import RECENT_BLOCKS, PayloadSelection
+from node.chain.payload import (
+    RECENT_BLOCKS,
+    RECENT_BLOCKS_BYTES,
+    RECENT_BLOCKS_MIN,
+    PayloadSelection,
+    block_bytes,
+)
+from node.chain.shedding import BacklogGate
 from node.chain.storage import Storage
 from node.net.statesync import StateSync
 from node.net.sync import CatchUp
@@ -119,6 +126,9 @@ class Driver(ExecutionPipeline, CatchUp, StateSync, PayloadSelection):
         """Hashes of transactions whose signatures this node checked (``node.chain.backend``)."""
         self.admitted_at = admitted_at
         """tx hash -> monotonic admission time, for the commit latency histogram."""
+        self.backlog = BacklogGate(max_wait_s=config.shed_backlog_ms / 1000,
+                                   max_latency_s=config.shed_latency_ms / 1000)
+        """Overload shedding (``node.chain.shedding``): admission asks it, execution feeds it latencies."""
         self.me = config.node_id
         self.params = genesis.consensus
         self.committee = Committee(genesis.chain_id, 0, [v.public_key for v in genesis.validators])
@@ -135,6 +145,8 @@ class Driver(ExecutionPipeline, CatchUp, StateSync, PayloadSelection):
         self.listeners: list[Callable[[Any], None]] = []
         self.exec_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="execute")
         self.recent_blocks: OrderedDict[bytes, Block] = OrderedDict()
+        self._recent_bytes = 0
+        """Payload bytes held by ``recent_blocks`` (bounded by ``RECENT_BLOCKS_BYTES``)."""
         self.core: Any = None
         self.exec: ExecutionState | None = None
         self.syncing = True
@@ -243,12 +255,14 @@ class Driver(ExecutionPipeline, CatchUp, StateSync, PayloadSelection):
         if bid in self.recent_blocks:
             return
         self.recent_blocks[bid] = block
+        self._recent_bytes += block_bytes(block)
         if self.exec is not None and block.height > self.exec.height:
             task = asyncio.get_running_loop().create_task(self.storage.save_pending_block(block, bid))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        while len(self.recent_blocks) > RECENT_BLOCKS:
-            self.recent_blocks.popitem(last=False)
+        while len(self.recent_blocks) > RECENT_BLOCKS or (
+                self._recent_bytes > RECENT_BLOCKS_BYTES and len(self.recent_blocks) > RECENT_BLOCKS_MIN):
+            self._recent_bytes -= block_bytes(self.recent_blocks.popitem(last=False)[1])
 
     def block_check(self, block: Block) -> str | None:
         """Runtime veto on voting: the author's executed state root must match ours."""

@@ -50,6 +50,7 @@ from contracts.state import State, decode_state, encode_state, is_checkpoint
 from node.api.protocol import CommittedBlock
 from node.chain.clock import now_ms
 from node.chain.mempool import Mempool
+from node.chain.shedding import BacklogGate
 from node.chain.storage import BlockRecord, Storage
 from node.ops.config import NodeConfig
 from node.ops.metrics import NodeMetrics
@@ -155,6 +156,7 @@ class ExecutionPipeline:
     _need_sync: bool
     _last_commit_t: float | None
     _applying: int
+    backlog: BacklogGate
 
     if TYPE_CHECKING:
         def _put(self, event: ev.Event) -> None: ...
@@ -325,6 +327,7 @@ class ExecutionPipeline:
             admitted = self.admitted_at.pop(tx_hash, None)
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
+                self.backlog.observe_latency(now - admitted)
             verified.discard(tx_hash)
             if not receipt.ok:
                 failed += 1

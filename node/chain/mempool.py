@@ -13,6 +13,16 @@ order), while one carried only by an abandoned fork becomes eligible again at
 once -> ``remove_committed`` when its block commits, which also drops the
 sender's pending txs with lower nonces (they can no longer commit; their
 hashes are returned so the node can report them as failed).
+
+Nonce lanes: a meter reading consumes the account's *meter* nonce, every other
+transaction its account nonce (``contracts.executor``), so the two sequences are
+independent. ``lane(sender, reading)`` is the key the pool orders and deduplicates
+by: ``sender`` for account-nonce transactions, ``sender + METER_LANE`` for readings
+— a reading with nonce 7 and an order with nonce 7 do not collide, and a committed
+reading does not drop the sender's pending orders as stale.
+
+``committed_total`` counts the transactions ``remove_committed`` removed (the
+admission's overload estimate, ``node.chain.shedding``, takes the commit rate from it).
 """
 
 from __future__ import annotations
@@ -24,6 +34,12 @@ DUPLICATE = "duplicate"
 NONCE_IN_USE = "nonce_in_use"
 ACCOUNT_FULL = "account_limit"
 MEMPOOL_FULL = "mempool_full"
+METER_LANE = "/meter"
+
+
+def lane(sender: str, *, reading: bool) -> str:
+    """The nonce lane of a transaction (see the module docstring)."""
+    return sender + METER_LANE if reading else sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +49,7 @@ class PoolTx:
     tx_hash: bytes
     raw: bytes
     sender: str
+    """The nonce lane (``lane``): the sender address, or the address + ``METER_LANE``."""
     nonce: int
     expires_at_ms: int
 
@@ -49,6 +66,8 @@ class Mempool:
         self._by_sender: dict[str, dict[int, bytes]] = {}
         """sender -> nonce -> hash."""
         self.total_bytes = 0
+        self.committed_total = 0
+        """Transactions removed by ``remove_committed`` so far."""
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -124,6 +143,7 @@ class Mempool:
         longer commit)."""
         stale_hashes: list[bytes] = []
         top: dict[str, int] = {}
+        self.committed_total += len(committed)
         for tx_hash, sender, nonce in committed:
             self._remove(tx_hash)
             if nonce > top.get(sender, 0):

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 
 RECENT_BLOCKS = 1_024
 """Uncommitted blocks kept to answer peers' BlockRequests and to find in-flight txs."""
+RECENT_BLOCKS_BYTES = 32 * 1024 * 1024
+"""...and at most about this many payload bytes of them (full blocks of thousands of
+transactions would otherwise keep ~1 GB alive); older ones are read from storage."""
+RECENT_BLOCKS_MIN = 16
+"""Blocks kept whatever their size (the uncommitted chain is a few blocks long)."""
+
+
+def block_bytes(block: Block) -> int:
+    """What a cached block costs, about: its payload plus a header."""
+    return sum(map(len, block.payload)) + 1_024
 
 
 class PayloadSelection:

@@ -6,7 +6,8 @@ Theory of operation
 A node whose executed height is far below what peers' sync info shows (or that
 starts with a wiped data directory) stops feeding its consensus core, fetches
 committed blocks by height (``SyncRequest``) with the QC that commits the last
-of them, checks the hash chain and that QC, executes and stores them, and
+of them, checks the hash chain and that QC, executes and stores them (asking for
+the next batch before executing this one, so transfer and execution overlap), and
 restarts its core from the new committed root (``RestorePoint``). A wiped node
 starts with no safety data, so its core's double-sign guard keeps it from
 signing until it is past every round it might have signed in before.
@@ -46,7 +47,7 @@ log = logging.getLogger("gridchain.driver")
 
 SYNC_LAG_BLOCKS = 32
 """Start a committed-block catch-up when peers are this many blocks ahead."""
-SYNC_BATCH_BLOCKS = 128
+SYNC_BATCH_BLOCKS = 256
 """Most blocks per SyncRequest."""
 SYNC_TIMEOUT_S = 10.0
 SYNC_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -153,6 +154,13 @@ class CatchUp:
         if self._sync_waiter is not None and not self._sync_waiter.done():
             self._sync_waiter.set_result(response)
 
+    def _ask(self, peer: int, from_height: int) -> asyncio.Future[SyncResponse]:
+        """Send a ``SyncRequest``; the future gets the answer (one request in flight at a time)."""
+        self._sync_waiter = asyncio.get_running_loop().create_future()
+        request = SyncRequest(from_height=from_height, count=SYNC_BATCH_BLOCKS)
+        self.transport.send(peer, FRAME_SYNC_REQUEST, codec.encode(request))
+        return self._sync_waiter
+
     def _check_sync(self, response: SyncResponse) -> str | None:
         """Why ``response`` cannot extend our executed chain, or None."""
         assert self.exec is not None
@@ -180,24 +188,40 @@ class CatchUp:
         # Give the links a moment so a restarted node learns where the others are.
         while len(self.transport.connected()) < self.committee.quorum - 1 and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        try:
+            await self._catch_up_loop(loop)
+        finally:
+            self._sync_waiter = None  # a prefetched answer still on its way is not waited for
+
+    async def _catch_up_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.exec is not None
         idle_rounds = 0
+        prefetch: tuple[int, asyncio.Future[SyncResponse]] | None = None
         while not self._stopped and self.halted is None and idle_rounds < 2:
             peers = self.transport.connected()
             if not peers:
                 return
             progressed = False
+            if prefetch is not None and prefetch[0] in peers:  # the batch asked for while executing
+                peers = [prefetch[0], *(p for p in peers if p != prefetch[0])]
             for peer in peers:
-                self._sync_waiter = loop.create_future()
-                request = SyncRequest(from_height=self.exec.height + 1, count=SYNC_BATCH_BLOCKS)
-                self.transport.send(peer, FRAME_SYNC_REQUEST, codec.encode(request))
+                if prefetch is not None and prefetch[0] == peer:
+                    waiter = prefetch[1]
+                else:
+                    waiter = self._ask(peer, self.exec.height + 1)
+                prefetch = None
                 try:
-                    response = await asyncio.wait_for(self._sync_waiter, SYNC_TIMEOUT_S)
+                    response = await asyncio.wait_for(waiter, SYNC_TIMEOUT_S)
                 except TimeoutError:
                     continue
                 finally:
                     self._sync_waiter = None
                 problem = self._check_sync(response)
                 if problem is None:
+                    # Pipelining: the next batch travels and is served while this one executes.
+                    following = response.blocks[-1].height + 1
+                    if response.head_height >= following:
+                        prefetch = (peer, self._ask(peer, following))
                     await self.execute_blocks(list(response.blocks), response.commit_qc, loop)  # type: ignore[arg-type]
                     log.info("caught up to height %d from peer %d", self.exec.height, peer)
                     progressed = True

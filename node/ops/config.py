@@ -90,6 +90,11 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     the peer link itself, which then waits (back-pressure on the sender). Measured with
     ``gridchain bench`` on 4 nodes / 2 cores: 0 gives ~3,900 tx/s, 256 ~2,800 tx/s (many
     small blocks), so 0 is the default."""
+    shed_backlog_ms: int = 1_500
+    """Overload shedding (``node.chain.shedding``): refuse API submissions (503) while the pending
+    backlog is more than this many ms of commits at the recent commit rate; 0 = off."""
+    shed_latency_ms: int = 1_500
+    """...and while this node's recent mean admission-to-execution latency exceeds this; 0 = off."""
     journal_flush_ms: int = 2
     """Group-commit window of the accepted-transaction journal."""
     idle_block_interval_ms: int = 300

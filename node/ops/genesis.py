@@ -161,12 +161,16 @@ def generate_network(
     round_timeout_ms: int = 1_000,
     demo_accounts: bool = True,
     bench_accounts: int = 0,
+    bench_role: str = "consumer",
     extra_accounts: tuple[ExtraAccount, ...] = (),
     genesis_time_ms: int | None = None,
     force: bool = False,
     observers: int = 0,
 ) -> dict[str, Any]:
     """Write a complete network into ``out``; return the network.json document.
+
+    ``bench_accounts`` funded accounts named ``bench-NNNN`` of role ``bench_role`` serve
+    ``gridchain bench`` (prosumers for the market workload: they may buy, sell and meter).
 
     ``extra_accounts`` join the genesis with keys their owners already hold (after the
     demo accounts, so the demo grid operator stays the chain's manager)."""
@@ -195,7 +199,7 @@ def generate_network(
     wanted += [(f"member-{i + 1}", "prosumer", "Z1", DEMO_BALANCE_U, out / "keys" / f"member-{i + 1}.json")
                for i in range(observers)]
     wanted += [
-        (f"bench-{i:04d}", "consumer", "Z1", BENCH_BALANCE_U, out / "keys" / "bench" / f"bench-{i:04d}.json")
+        (f"bench-{i:04d}", bench_role, "Z1", BENCH_BALANCE_U, out / "keys" / "bench" / f"bench-{i:04d}.json")
         for i in range(bench_accounts)
     ]
     grid_operator = ""

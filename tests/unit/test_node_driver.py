@@ -212,3 +212,26 @@ async def test_a_newly_linked_peer_gets_what_this_node_accepted_and_has_not_comm
         await backend.stop()
         await driver.stop()
         await storage.close()
+
+
+async def test_recent_blocks_are_bounded_in_bytes_as_well_as_in_count(node: Any) -> None:
+    """Full blocks would keep ~1 GB alive at 1,024 of them: the cache also stops at
+    RECENT_BLOCKS_BYTES, keeping at least RECENT_BLOCKS_MIN blocks."""
+    from node.chain.payload import RECENT_BLOCKS_BYTES, RECENT_BLOCKS_MIN, block_bytes
+
+    driver, _backend, storage, _accounts = node
+    qc = genesis_qc(driver.genesis_block)
+    big = bytes(2 * 1024 * 1024)
+    try:
+        for r in range(1, 41):
+            header = BlockHeader(epoch=0, round=r, height=0, parent_qc=qc, author=1,
+                                 timestamp_ms=driver.genesis.genesis_time_ms + r, tx_root=payload_root((big,)),
+                                 executed_height=0, executed_state_root=driver.exec.root)
+            driver._remember_block(Block(header=header, payload=(big,)))
+        kept = list(driver.recent_blocks.values())
+        assert len(kept) >= RECENT_BLOCKS_MIN
+        assert sum(block_bytes(b) for b in kept) == driver._recent_bytes <= RECENT_BLOCKS_BYTES + block_bytes(kept[0])
+        assert kept[-1].round == 40  # the newest stay
+    finally:
+        await driver.stop()
+        await storage.close()
