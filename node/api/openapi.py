@@ -150,6 +150,8 @@ class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Epoch of the validator set below."""
     validators: tuple[ValidatorMember, ...] = ()
     """The validator set (index, name, key) this node verifies blocks against."""
+    peer_validators: tuple[int, ...] = ()
+    """Indices (in ``validators``) of the validators this node has an authenticated link to now."""
 
 
 class Dropped(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -146,6 +146,7 @@ class Backend(Admission):
             "leader": d.leader,
             "state_root": exec_.root.hex() if exec_ else "",
             "peers": len(self.transport.connected()) if self.transport else 0,
+            "peer_validators": self.transport.connected() if self.transport else [],
             "syncing": d.syncing,
             "mempool_size": len(self.mempool),
             "last_voted_round": core.last_voted_round if core is not None else 0,

@@ -91,7 +91,7 @@ class MemoryBackend:
 
     def status(self) -> dict[str, Any]:
         return {"height": self._state.meta.height, "round": len(self.blocks), "leader": 0,
-                "state_root": self._state.root.hex(), "peers": 3, "syncing": False,
+                "state_root": self._state.root.hex(), "peers": 3, "peer_validators": [1, 2, 3], "syncing": False,
                 "mempool_size": len(self.pool)}
 
     async def submit(self, raw_txs: Sequence[bytes]) -> list[SubmitResult]:

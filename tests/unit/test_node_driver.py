@@ -235,3 +235,20 @@ async def test_recent_blocks_are_bounded_in_bytes_as_well_as_in_count(node: Any)
     finally:
         await driver.stop()
         await storage.close()
+
+
+def test_status_names_the_validators_this_node_is_linked_to(node: Any) -> None:
+    """/v1/status `peer_validators`: the transport's linked validator indices (none without one);
+    the document's Status schema accepts the answer."""
+    import msgspec
+
+    from node.api.openapi import MarketInfo, Status
+
+    driver, backend, _storage, _ = node
+    assert backend.status()["peer_validators"] == [] and backend.status()["peers"] == 0
+    driver.transport = backend.transport = RecordingTransport()
+    status = backend.status()
+    assert status["peer_validators"] == [1, 2, 3] and status["peers"] == 3
+    market = {f: 0 for f in MarketInfo.__struct_fields__}
+    doc = {**status, "chain_id": "c", "node_id": 0, "node_name": "n", "role": "grid", "market": market}
+    assert msgspec.convert(doc, Status, strict=False).peer_validators == (1, 2, 3)

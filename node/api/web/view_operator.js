@@ -45,7 +45,8 @@ export async function mount(main) {
       (s.validators || []).map((v) => `${v.index} ${v.name} ${v.public_key.slice(0, 12)}…`).join(" · ");
     $("#op-cards").innerHTML = cards([["node", `${s.node_name} (${s.role})`], ["node role", s.node_role || "validator"],
       ["epoch", s.epoch ?? 0], ["height", fmt(s.height)], ["round", fmt(s.round)],
-      ["leader", validatorName(s.leader)], ["peers", s.peers], ["mempool", fmt(s.mempool_size)], ["syncing", String(s.syncing)],
+      ["leader", validatorName(s.leader)],
+      ["peers", (s.peer_validators || []).length ? (s.peer_validators || []).map(validatorName).join(", ") : String(s.peers)], ["mempool", fmt(s.mempool_size)], ["syncing", String(s.syncing)],
       ["execution lag", fmt(s.execution_lag_blocks)], ["health", h.healthz], ["ready", h.readyz],
       ["execution", s.execution_halted ? `halted at ${s.execution_halted.height}` : "running"]]).s;
     $("#op-vals").innerHTML = table(["#", "name", "role", "credit", "excluded until round", "leader share", "blocks proposed",
