@@ -32,6 +32,11 @@ class ReadingList(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     readings: list[st.Reading]
 
 
+class ChannelList(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    channels: list[st.Channel]
+    """Newest opening first."""
+
+
 class TradesPage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trades: list[st.Trade]
     """Newest first: by slot, then the slot's walk order."""
@@ -53,7 +58,7 @@ class SlotHistory(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Oldest first."""
 
 
-SCHEMA_TYPES: tuple[Any, ...] = (AccountsPage, OrderList, SlotBook, ReadingList, TradesPage, SlotHistory)
+SCHEMA_TYPES: tuple[Any, ...] = (AccountsPage, OrderList, SlotBook, ReadingList, ChannelList, TradesPage, SlotHistory)
 
 _ADDRESS = {"type": "string", "pattern": "^[0-9a-f]{40}$"}
 _UINT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
@@ -77,6 +82,9 @@ def browse_paths() -> dict[str, Any]:
         "/v1/accounts/{address}/readings": get_op(
             "The account's meter readings still in state, newest slot first", ref("ReadingList"),
             [_ADDRESS_P, _LIMIT], op_id="getAccountReadings"),
+        "/v1/accounts/{address}/channels": get_op(
+            "The payment channels the account is a party of, newest opening first (docs/CHANNELS.md)",
+            ref("ChannelList"), [_ADDRESS_P, _LIMIT], op_id="getAccountChannels"),
         "/v1/market/slots/{slot}/orders": get_op(
             "The slot's order book: every order still in state, any status (supply and demand curves)",
             ref("SlotBook"), [param("slot", "path", "slot number", _UINT)], op_id="getSlotOrders"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from consensus import codec
@@ -63,6 +64,14 @@ def account_readings(state: st.State, address: str, *, limit: int) -> list[dict[
     slots = set(state.settlements_by_account.get(address, ())) | set(meta.unsettled_slots)
     found = [state.readings.get(st.pair_key(s, address)) for s in sorted(slots, reverse=True)]
     return [_j(r) for r in found if r is not None][:limit]
+
+
+def account_channels(state: st.State, address: str, *, limit: int) -> list[dict[str, Any]]:
+    """The payment channels the account is a party of, newest opening first (a bounded scan:
+    ``contracts.channels`` caps the table)."""
+    found = [c for c in state.channels.values() if address in (c.party_a, c.party_b)]
+    found.sort(key=lambda c: msgspec.structs.astuple(c.opened_at), reverse=True)
+    return [codec.to_builtins(c) for c in found[:limit]]
 
 
 def slot_orders(state: st.State, slot_no: int) -> list[dict[str, Any]]:
@@ -126,6 +135,7 @@ class BrowseRoutes:
         router.add_get(f"{prefix}/accounts", self.accounts)
         router.add_get(f"{prefix}/accounts/{{address}}/orders", self.orders_of)
         router.add_get(f"{prefix}/accounts/{{address}}/readings", self.readings_of)
+        router.add_get(f"{prefix}/accounts/{{address}}/channels", self.channels_of)
         router.add_get(f"{prefix}/market/slots/{{slot}}/orders", self.slot_book)
         router.add_get(f"{prefix}/market/trades", self.trades)
         router.add_get(f"{prefix}/market/history", self.history)
@@ -154,6 +164,12 @@ class BrowseRoutes:
         address = parse_address(request.match_info["address"])
         out = account_readings(await self.backend.read_state(), address, limit=_limit(query))
         return json_response({"readings": out})
+
+    async def channels_of(self, request: web.Request) -> web.Response:
+        query = query_params(request, "limit")
+        address = parse_address(request.match_info["address"])
+        out = account_channels(await self.backend.read_state(), address, limit=_limit(query))
+        return json_response({"channels": out})
 
     async def slot_book(self, request: web.Request) -> web.Response:
         query_params(request)

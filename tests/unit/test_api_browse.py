@@ -88,11 +88,31 @@ async def test_accounts_filter_by_status_and_page_by_address(env: Any) -> None:
     await get(client, "/v1/market/trades?before=7", status=400)
 
 
+async def test_an_accounts_channels_list_the_channels_it_is_a_party_of_newest_first(env: Any) -> None:
+    backend, client = env
+    first = await submit(client, signed("cons", txs.OpenChannel(counterparty=addr("pros"), deposit_u=100,
+                                                                challenge_slots=3), nonce=1))
+    backend.commit_block(timestamp_ms=T0_MS + 1_000)
+    second = await submit(client, signed("gen", txs.OpenChannel(counterparty=addr("cons"), deposit_u=50,
+                                                               challenge_slots=2), nonce=1))
+    backend.commit_block(timestamp_ms=T0_MS + 2_000)
+    mine = (await get(client, f"/v1/accounts/{addr('cons')}/channels"))["channels"]
+    assert [(c["channel_id"], c["party_a"], c["deposit_a_u"]) for c in mine] == [
+        (second, addr("gen"), 50), (first, addr("cons"), 100)]
+    assert [c["channel_id"] for c in (await get(client, f"/v1/accounts/{addr('pros')}/channels"))["channels"]] \
+        == [first]
+    assert (await get(client, f"/v1/accounts/{addr('cons')}/channels?limit=1"))["channels"][0]["channel_id"] \
+        == second
+    await get(client, f"/v1/accounts/{addr('cons')}/channels?limit=0", status=400)
+    await get(client, "/v1/accounts/XYZ/channels", status=400)
+
+
 def test_browse_answers_are_documented() -> None:
     doc = openapi_document()
     schemas = doc["components"]["schemas"]
     for path, name in (("/v1/accounts", "AccountsPage"), ("/v1/market/trades", "TradesPage"),
-                       ("/v1/market/history", "SlotHistory"), ("/v1/market/slots/{slot}/orders", "SlotBook")):
+                       ("/v1/market/history", "SlotHistory"), ("/v1/market/slots/{slot}/orders", "SlotBook"),
+                       ("/v1/accounts/{address}/channels", "ChannelList")):
         op = doc["paths"][path]["get"]
         assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(name)
         assert name in schemas

@@ -62,7 +62,7 @@ function layout() {
         <button>Sign and submit</button><span class="msg" role="status" id="reading-msg"></span></form></section></div>
     <span class="msg" role="status" id="me-msg"></span>
     <div id="me-orders"></div><div id="me-trades"></div><div id="me-settlements"></div>
-    <div id="me-readings"></div><div id="me-dispatch"></div>`;
+    <div id="me-readings"></div><div id="me-dispatch"></div><div id="me-channels"></div>`;
 }
 
 export async function mount(main) {
@@ -142,9 +142,10 @@ export async function mount(main) {
     const me = session.key.address;
     fillSlots();
     account = await get(`/v1/accounts/${me}`);
-    const [orders, trades, readings, dispatch] = await Promise.all([
+    const [orders, trades, readings, dispatch, channels] = await Promise.all([
       get(`/v1/accounts/${me}/orders`), get(`/v1/trades?account=${me}&limit=50`),
-      get(`/v1/accounts/${me}/readings?limit=20`), get(`/v1/dispatch?account=${me}`)]);
+      get(`/v1/accounts/${me}/readings?limit=20`), get(`/v1/dispatch?account=${me}`),
+      get(`/v1/accounts/${me}/channels?limit=20`)]);
     $("#me-cards").innerHTML = cards([["account", account.name], ["role", account.role], ["status", account.status],
       ["balance µ", fmt(account.balance_u), "balance"], ["locked µ", fmt(account.locked_u), "locked"],
       ["pending proceeds µ", fmt(account.pending_u), "pending"], ["debt µ", fmt(account.debt_u), "debt"],
@@ -163,6 +164,14 @@ export async function mount(main) {
       d.dispatch_id, d.direction, fmt(d.amount_wh), time(d.deadline_ms), fmt(d.penalty_u), d.status,
       d.status === "issued" ? html`<button data-ack="${d.dispatch_id}">Acknowledge</button>` : raw("")]),
     { caption: "Dispatch instructions for me", id: "my-dispatch" }).s;
+    // Payment channels (docs/CHANNELS.md): updates go through `gridchain channel`; the chain holds the deposits.
+    $("#me-channels").innerHTML = table(["channel", "counterparty", "status", "my deposit µ", "their deposit µ", "seq", "my balance µ"],
+      channels.channels.map((c) => {
+        const a = c.party_a === me;
+        return [c.channel_id.slice(0, 12) + "…", link.account(a ? c.party_b : c.party_a), c.status,
+          fmt(a ? c.deposit_a_u : c.deposit_b_u), fmt(a ? c.deposit_b_u : c.deposit_a_u), fmt(c.seq),
+          c.status === "open" ? "off chain" : fmt(a ? c.balance_a_u : c.balance_b_u)];
+      }), { caption: "My payment channels", id: "my-channels", empty: "no payment channels" }).s;
   }
 
   await show();
