@@ -24,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from contracts import errors
+
 # Process-wide switch of prometheus_client: no `<counter>_created` series beside every counter.
 disable_created_metrics()
 
@@ -32,6 +34,11 @@ SUBMISSION_ADMITTED: contextvars.ContextVar[list[bool] | None] = contextvars.Con
 """Per submission request (set by the API listener's middleware in node/ops/service.py): the
 backend appends to it once admission has counted the request's rejections, so that the
 middleware counts only rejections that never reached admission (a malformed body)."""
+
+REJECT_CODES = (errors.MALFORMED, errors.TOO_LARGE, errors.BAD_SIGNATURE, errors.WRONG_CHAIN, errors.EXPIRED,
+                errors.STALE_NONCE, errors.NOT_REGISTERED, errors.WRONG_SIGNER, "mempool_full", "rate_limited")
+"""The admission refusals whose ``gridchain_transactions_rejected_total`` series exist (at 0) from the
+start, so the dashboard and alerts see them before the first one; other codes appear when they occur."""
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -132,6 +139,8 @@ class NodeMetrics:
             self.dropped.labels(reason=reason)
         for limit in ("client", "sender"):
             self.rate_limited.labels(limit=limit)
+        for code in REJECT_CODES:
+            self.txs_rejected.labels(code=code)
         for direction in ("upstream", "downstream"):
             self.observer_links.labels(direction=direction)
         for refusal in ("bad_qc", "broken_chain", "bad_tx_root", "not_our_chain"):
