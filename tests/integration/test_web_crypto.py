@@ -102,3 +102,30 @@ def test_browser_merkle_check_accepts_exactly_the_python_proofs(page: Any) -> No
     assert len(verdicts) == 45
     assert all(v["ok"] for v in verdicts)
     assert not any(any(v["tampered"]) for v in verdicts)
+
+
+def _doc_schema() -> dict[str, list[list[str]]]:
+    """TRANSACTIONS.md's `gridchain-tx-schema` block: name -> [[field, type], ...]."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "TRANSACTIONS.md").read_text()
+    block = text.split("```gridchain-tx-schema\n", 1)[1].split("```", 1)[0]
+    return {name: [f.split(":", 1) for f in fields]
+            for name, *fields in (line.split() for line in block.splitlines() if line.strip())}
+
+
+def test_browser_encoder_knows_every_kind_of_the_signing_spec(page: Any) -> None:
+    """Every body kind and nested struct of TRANSACTIONS.md's schema block, field for field and
+    type for type, is in the page's encoder (a kind added to the chain must reach the page)."""
+    got = page.evaluate("""async () => {
+      const codec = await import("/web/codec.js");
+      const strip = (fields) => fields.map(([name, type]) => [name, type]);
+      const bodies = Object.fromEntries(Object.entries(codec.BODY_FIELDS).map(([k, f]) => [k, strip(f)]));
+      return {bodies, ChannelState: strip(codec.CHANNEL_STATE_FIELDS), NotaryStatement: strip(codec.NOTARY_FIELDS),
+              Tx: strip(codec.TX_FIELDS)};
+    }""")
+    doc = _doc_schema()
+    kinds = {name: fields for name, fields in doc.items() if fields and fields[0] == ["kind", "str"]}
+    assert set(got["bodies"]) == set(kinds)
+    for kind, fields in kinds.items():
+        assert got["bodies"][kind] == fields[1:], kind
+    for struct in ("Tx", "NotaryStatement", "ChannelState"):
+        assert got[struct] == doc[struct], struct

@@ -3,7 +3,7 @@
 // str for strings and addresses, bin for bytes. One value has exactly one encoding.
 "use strict";
 
-// kind -> [field, type, default]; types: str uint bool bin bin? [str] [bin] Body
+// kind -> [field, type, default]; types: str uint bool bin bin? [str] [bin] [uint] Body ChannelState
 export const TX_FIELDS = [["chain_id", "str"], ["sender", "str"], ["public_key", "bin"], ["nonce", "uint"],
   ["expires_at_ms", "uint"], ["body", "Body"]];
 export const BODY_FIELDS = {
@@ -23,7 +23,16 @@ export const BODY_FIELDS = {
     ["penalty_u", "uint"]],
   ack_dispatch: [["dispatch_id", "uint"]],
   notarize: [["doc_hash", "bin"], ["parties", "[str]"], ["signatures", "[bin]"], ["title", "str", ""]],
+  set_node_key: [["node_key", "bin?"]],
+  open_channel: [["counterparty", "str"], ["deposit_u", "uint"], ["challenge_slots", "uint"]],
+  fund_channel: [["channel_id", "str"], ["deposit_u", "uint"]],
+  close_channel: [["state", "ChannelState"], ["signature_a", "bin"], ["signature_b", "bin"]],
+  force_close_channel: [["state", "ChannelState"], ["signature", "bin?"]],
+  challenge_channel: [["state", "ChannelState"], ["signature_a", "bin"], ["signature_b", "bin"]],
+  settle_channel: [["channel_id", "str"]],
 };
+export const CHANNEL_STATE_FIELDS = [["channel_id", "str"], ["seq", "uint"], ["balance_a_u", "uint"],
+  ["balance_b_u", "uint"], ["energy_wh", "uint"], ["reading_slots", "[uint]", []], ["final", "bool", false]];
 export const NOTARY_FIELDS = [["chain_id", "str"], ["doc_hash", "bin"], ["parties", "[str]"]];
 
 const MAX_U64 = (1n << 63n) - 1n;
@@ -95,11 +104,15 @@ class Writer {
       this.byte(v ? 0xc3 : 0xc2);
     } else if (type === "bin") this.bin(v);
     else if (type === "bin?") { if (v === null) this.byte(0xc0); else this.bin(v); }
-    else if (type === "[str]" || type === "[bin]") {
+    else if (type === "[str]" || type === "[bin]" || type === "[uint]") {
       if (!Array.isArray(v)) throw new Error("expected an array");
       this.arrayHeader(v.length);
       for (const item of v) this.value(type.slice(1, -1), item);
     } else if (type === "Body") this.body(v);
+    else if (type === "ChannelState") {
+      if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("expected a channel state object");
+      this.map(CHANNEL_STATE_FIELDS, v, []);
+    }
     else throw new Error(`unknown type ${type}`);
   }
   map(fields, obj, prefix) {
