@@ -148,7 +148,7 @@ class ObserverLinks:
         self.chain_id = chain_id
         self.signer = signer
         self.allowed = allowed
-        self._handlers: dict[int, tuple[Handler, type]] = {
+        self._handlers: dict[int, tuple[Handler, Any]] = {
             FRAME_TXS: (on_txs, TxBatch), FRAME_SYNC_REQUEST: (on_sync_request, SyncRequest),
             FRAME_SYNC_RESPONSE: (on_sync_response, SyncResponse), FRAME_HEAD: (on_head, Head),
         }

@@ -49,8 +49,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from consensus import codec
