@@ -18,6 +18,10 @@ stream). A link whose blocks fail a check is dropped and counted
 storage. Heads are polled once a second as well, so a lost ``HEAD`` frame only
 delays.
 
+With ``state_sync`` on, the follower first asks its upstream links for a certified
+snapshot (``Driver._state_sync``, ``node.net.statesync``: verified before anything is
+stored) and follows from its height; without a usable one it starts from genesis.
+
 ``ready`` is set once the follower has reached the highest head its links
 announce (``/readyz`` then answers 200).
 """
@@ -103,6 +107,7 @@ class Follower:
         return self.driver.exec.height
 
     async def _run(self) -> None:
+        await self.driver._state_sync()
         while True:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), POLL_S)

@@ -13,7 +13,9 @@ the network in ``DIR`` with its genesis time far enough in the past, builds ``N`
 into the first ``--homes`` validator homes and leaves the others empty. ``--measure``
 (or ``--measure-only`` on an existing ``DIR``) then starts the other nodes and times the
 last one, from an empty data directory to ``/readyz`` 200, with state sync and with
-replay from genesis (``docs/STATESYNC.md``).
+replay from genesis (``docs/STATESYNC.md``). With ``--observer`` the timed node is a new
+observer (a ``gridchain join`` home following validators 0 and 1 over observer links,
+its node key named on chain first) while every validator runs (``docs/OBSERVERS.md``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from node.chain.admission import BoundedSet
 from node.chain.driver import Driver
 from node.chain.mempool import Mempool
 from node.chain.storage import DB_FILE, Storage
-from node.devnet.localnet import LocalNet
+from node.devnet.localnet import NODE_LOG, LocalNet, http_get_json, http_status
 from node.ops import genesis as gen
 from node.ops.config import GENESIS_FILE, KEY_FILE, data_path, load_config
 from node.ops.keys import load_key_file
@@ -204,6 +206,70 @@ def time_new_node(net_dir: Path, *, node: int, state_sync: bool, timeout_s: floa
         net.stop_all()
 
 
+_RUN_CLI = "import sys; from node.cli import main; sys.exit(main())"
+
+
+def _tx_status(url: str) -> str | None:
+    try:
+        return http_get_json(url).get("status")  # type: ignore[no-any-return]
+    except OSError:  # 404 until it is known
+        return None
+
+
+def time_new_observer(net_dir: Path, *, state_sync: bool, timeout_s: float = 7_200.0) -> dict[str, Any]:
+    """Start every validator, then a new observer from an empty data directory, with or
+    without state sync; the seconds until its ``/readyz`` answers 200."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from contracts.transactions import SetNodeKey
+    from node.ops.observers import create_observer_home
+
+    net = LocalNet(net_dir)
+    home, port = Path(net_dir) / "observer", int(net.nodes[0]["p2p_url"].rsplit(":", 1)[1].split("/")[0]) + 90
+    made = create_observer_home(home, genesis_json=(Path(net_dir) / "genesis.json").read_bytes(), name="observer",
+                                peers=[net.nodes[0]["p2p_url"], net.nodes[1]["p2p_url"]], p2p_port=port,
+                                api_port=port + 1, metrics_port=port + 2, force=True)
+    shutil.rmtree(home / "data", ignore_errors=True)
+    proc = None
+    try:
+        net.start_all()
+        net.wait_ready(timeout_s=600)
+        accounts = {a["name"]: a for a in json.loads((Path(net_dir) / "accounts.json").read_text())}
+        key = load_key_file(accounts["retailer-1"]["key_file"])
+        now = int(time.time() * 1000)
+        raw = sign_tx(Tx(chain_id=net.network["chain_id"], sender=key.address, public_key=key.public_key,
+                         nonce=now, expires_at_ms=now + 600_000,
+                         body=SetNodeKey(node_key=bytes.fromhex(made["node_key"]))), key.signer)
+        request = urllib.request.Request(net.api(0) + "/v1/transactions", data=json.dumps({"raw": raw.hex()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            tx_hash = json.loads(response.read())["tx_hash"]
+        while _tx_status(f"{net.api(0)}/v1/transactions/{tx_hash}") not in ("committed", "failed"):
+            time.sleep(0.2)
+        head = max(net.height(i) for i in net.validators())
+        started = time.monotonic()
+        with open(home / NODE_LOG, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "node", "--home", str(home)], stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "GRIDCHAIN_STATE_SYNC": "1" if state_sync else "0"})
+        api = f"http://127.0.0.1:{port + 1}"
+        while http_status(api + "/readyz") != 200:
+            if time.monotonic() - started > timeout_s or proc.poll() is not None:
+                raise TimeoutError(f"the observer is not ready after {time.monotonic() - started:.0f} s")
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        return {"node": "observer", "state_sync": state_sync, "chain_height": head, "ready_s": round(seconds, 1),
+                "height_when_ready": http_get_json(api + "/v1/status")["height"]}
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        net.stop_all()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.devnet.chaingen", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -217,10 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true",
                         help="then time a new node (the last one) with state sync and with replay")
     parser.add_argument("--measure-only", action="store_true", help="time an already generated --out")
+    parser.add_argument("--observer", action="store_true", help="time a new observer instead of the last node")
     args = parser.parse_args(argv)
-    if args.measure_only:
+
+    def measure() -> None:
         for state_sync in (True, False):
-            print(json.dumps(time_new_node(args.out, node=args.nodes - 1, state_sync=state_sync)), flush=True)
+            result = (time_new_observer(args.out, state_sync=state_sync) if args.observer
+                      else time_new_node(args.out, node=args.nodes - 1, state_sync=state_sync))
+            print(json.dumps(result), flush=True)
+
+    if args.measure_only:
+        measure()
         return 0
     if args.blocks < 1:
         parser.error("--blocks N (N >= 1) is needed unless --measure-only")
@@ -236,8 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"blocks": args.blocks, "seconds": round(time.monotonic() - started, 1),
                       "homes_with_chain": args.homes}), flush=True)
     if args.measure:
-        for state_sync in (True, False):
-            print(json.dumps(time_new_node(args.out, node=args.nodes - 1, state_sync=state_sync)), flush=True)
+        measure()
     return 0
 
 

@@ -23,9 +23,10 @@ timeout — closes the socket and counts ``gridchain_peer_messages_dropped_total
 (``handshake`` or ``observer_limit``).
 
 Frames are those of the transport (one kind byte and a payload): ``TXS`` (either
-way), ``SYNC_REQUEST`` (downstream to upstream), ``SYNC_RESPONSE`` (upstream to
-downstream) and ``HEAD`` (upstream to downstream: the sender's committed height,
-pushed after every commit so followers ask for the new blocks at once). What a
+way), ``SYNC_REQUEST`` and ``STATESYNC_REQUEST`` (downstream to upstream),
+``SYNC_RESPONSE`` and ``STATESYNC_RESPONSE`` (upstream to downstream: state sync,
+``node.net.statesync``) and ``HEAD`` (upstream to downstream: the sender's committed
+height, pushed after every commit so followers ask for the new blocks at once). What a
 follower does with the blocks is ``node.chain.follower``; this module only moves
 frames. Link ids count from ``LINK_ID_BASE`` so they never collide with validator
 indexes.
@@ -49,6 +50,12 @@ import msgspec
 from aiohttp import web
 
 from consensus import codec, crypto
+from node.net.snapshots import (
+    FRAME_STATESYNC_REQUEST,
+    FRAME_STATESYNC_RESPONSE,
+    StateSyncRequest,
+    StateSyncResponse,
+)
 from node.net.transport import (
     FRAME_SYNC_REQUEST,
     FRAME_SYNC_RESPONSE,
@@ -65,7 +72,10 @@ from node.ops.config import NodeConfig
 log = logging.getLogger("gridchain.observers")
 
 OBSERVER_PATH = "/p2p/observer"
-FRAME_HEAD = 5
+FRAME_HEAD = 7
+"""Not 5 or 6: those are state sync's (``node.net.snapshots``), which travels on these links too."""
+DOWNWARD_FRAMES = frozenset({FRAME_SYNC_RESPONSE, FRAME_STATESYNC_RESPONSE, FRAME_HEAD})
+"""Frames only an upstream sends (followers ask, servers answer)."""
 LINK_ID_BASE = 1_000_000
 
 
@@ -130,6 +140,7 @@ class ObserverLinks:
     def __init__(self, *, config: NodeConfig, chain_id: str, signer: crypto.Signer,
                  allowed: Callable[[bytes], bool], on_txs: Handler, on_sync_request: Handler,
                  on_sync_response: Handler, on_head: Handler,
+                 on_statesync_request: Handler | None = None, on_statesync_response: Handler | None = None,
                  on_link_change: Callable[[ObserverLink, bool], None] = lambda link, up: None,
                  drop_counter: Callable[[str], None] = lambda reason: None, max_bad_frames: int = 20,
                  upstream_urls: Sequence[str] = ()) -> None:
@@ -137,10 +148,14 @@ class ObserverLinks:
         self.chain_id = chain_id
         self.signer = signer
         self.allowed = allowed
-        self._handlers: dict[int, tuple[Handler, type]] = {
+        self._handlers: dict[int, tuple[Handler, Any]] = {
             FRAME_TXS: (on_txs, TxBatch), FRAME_SYNC_REQUEST: (on_sync_request, SyncRequest),
             FRAME_SYNC_RESPONSE: (on_sync_response, SyncResponse), FRAME_HEAD: (on_head, Head),
         }
+        if on_statesync_request is not None:
+            self._handlers[FRAME_STATESYNC_REQUEST] = (on_statesync_request, StateSyncRequest)
+        if on_statesync_response is not None:
+            self._handlers[FRAME_STATESYNC_RESPONSE] = (on_statesync_response, StateSyncResponse)
         self._on_link_change = on_link_change
         self._drop = drop_counter
         self.max_bad_frames = max_bad_frames
@@ -365,7 +380,7 @@ class ObserverLinks:
         kind = data[0] if data else -1
         entry = self._handlers.get(kind)
         # Followers ask and are told heads; servers answer: a frame against the direction is bad.
-        wrong_way = (kind in (FRAME_SYNC_RESPONSE, FRAME_HEAD)) != link.upstream and kind != FRAME_TXS
+        wrong_way = (kind in DOWNWARD_FRAMES) != link.upstream and kind != FRAME_TXS
         if entry is None or wrong_way:
             self._bad(link, "unknown_frame")
             return

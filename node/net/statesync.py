@@ -12,9 +12,13 @@ Serving: ``ListSnapshots`` is answered with the stored checkpoints (``SnapshotIn
 height, state root, size, the SHA-256 of every chunk, and the header of the block of
 that height); ``GetChunk`` with one chunk read straight from SQLite.
 
+Validators serve on the validator transport and on observer links (``node.ops.observers``
+passes the links' ``send``); observers serve their own downstream observers the same way.
+
 Restoring (``config.state_sync``, ``gridchain node --state-sync``): before its first
-catch-up, a node asks every linked peer for its snapshots and tries the highest one
-at least ``MIN_GAP_BLOCKS`` above its executed height, peer by peer:
+catch-up, a node asks every linked peer for its snapshots — an observer: its upstream
+observer links, before its follower starts (``node.chain.follower``) — and tries the
+highest one at least ``MIN_GAP_BLOCKS`` above its executed height, peer by peer:
 
 1. the offer is bounded (a checkpoint height, at most ``MAX_CHUNKS`` chunks, one
    32-byte hash per chunk, the header of that height);
@@ -45,6 +49,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -140,9 +145,12 @@ class StateSync:
         return self._ss_session
 
     # ------------------------------------------------------------------ serving peers
-    def on_statesync_request(self, peer: int, request: StateSyncRequest) -> Any:
+    def on_statesync_request(self, peer: int, request: StateSyncRequest,
+                             send: Callable[[int, int, bytes], bool] | None = None) -> Any:
+        """Answer ``peer`` through ``send`` (default: the transport's; observer links pass theirs)."""
+        send = send or self.transport.send
         if isinstance(request, ListSnapshots):
-            return self._offer(peer)
+            return self._offer(peer, send)
         data, session, now = b"", self._ss(), time.monotonic()
         served = [t for t in session.chunk_times.get(peer, []) if t > now - 1.0]
         if len(served) >= CHUNKS_PER_PEER_PER_S:  # a peer that asks faster than it reads: not served
@@ -152,7 +160,7 @@ class StateSync:
         if 0 <= request.index < MAX_CHUNKS and is_checkpoint(request.height):
             data = self.storage.snapshot_slice(request.height, request.index * CHUNK_BYTES, CHUNK_BYTES) or b""
         chunk = Chunk(height=request.height, index=request.index, data=data)
-        self.transport.send(peer, FRAME_STATESYNC_RESPONSE, codec.encode(chunk))
+        send(peer, FRAME_STATESYNC_RESPONSE, codec.encode(chunk))
         return None
 
     def pruned_height(self) -> int:
@@ -177,7 +185,7 @@ class StateSync:
             out.append(hashlib.sha256(data).digest())
         return tuple(out)
 
-    async def _offer(self, peer: int) -> None:
+    async def _offer(self, peer: int, send: Callable[[int, int, bytes], bool]) -> None:
         session, infos = self._ss(), []
         for height, root, size in self.storage.checkpoints()[:MAX_OFFERS]:
             info = session.served.get(height)
@@ -192,7 +200,7 @@ class StateSync:
                 session.served = {h: i for h, i in session.served.items() if h >= height - 4 * MIN_GAP_BLOCKS}
                 session.served[height] = info
             infos.append(info)
-        self.transport.send(peer, FRAME_STATESYNC_RESPONSE, codec.encode(SnapshotList(snapshots=tuple(infos))))
+        send(peer, FRAME_STATESYNC_RESPONSE, codec.encode(SnapshotList(snapshots=tuple(infos))))
 
     def on_statesync_response(self, peer: int, response: StateSyncResponse) -> None:
         session = self._ss()
@@ -211,9 +219,9 @@ class StateSync:
             return False
         loop, session = asyncio.get_running_loop(), self._ss()
         deadline = loop.time() + 3.0
-        while len(self.transport.connected()) < self.committee.quorum - 1 and loop.time() < deadline:
+        while len(self._statesync_peers()) < self._statesync_want() and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        peers = self.transport.connected()
+        peers = self._statesync_peers()
         session.offers, session.collecting = {}, True
         for peer in peers:
             self.transport.send(peer, FRAME_STATESYNC_REQUEST, codec.encode(ListSnapshots()))
@@ -247,6 +255,17 @@ class StateSync:
         if self.exec.height == 0:
             log.info("state sync: no usable snapshot at or above height %d; replaying blocks from genesis", floor)
         return False
+
+    def _statesync_peers(self) -> list[int]:
+        """Whom to ask: on an observer its upstream observer links, else the linked validators."""
+        if self.config.node_role == "observer":
+            return list(self.transport.upstream())
+        return list(self.transport.connected())
+
+    def _statesync_want(self) -> int:
+        if self.config.node_role == "observer":
+            return len(self.config.observer_peers)
+        return self.committee.quorum - 1
 
     async def _ask_sync(self, peer: int, from_height: int) -> SyncResponse:
         self._sync_waiter = asyncio.get_running_loop().create_future()

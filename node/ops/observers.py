@@ -3,9 +3,11 @@
 Every node serves observers on ``/p2p/observer`` of its p2p listener
 (``node.net.observer_links``): it lets in node keys that active accounts named on
 chain (``set_node_key``) and validator keys, answers their block requests from
-storage, takes the transactions they forward as if submitted to its API (admitted,
+storage and their state-sync requests as it answers validators' (``node.net.statesync``,
+same bounds), takes the transactions they forward as if submitted to its API (admitted,
 then gossiped on), and tells them its committed height after every commit. An
-observer also dials its ``observer_peers`` and follows them (``node.chain.follower``).
+observer also dials its ``observer_peers`` and follows them (``node.chain.follower``);
+with ``state_sync`` on, it first restores a certified snapshot they offer.
 
 ``create_observer_home`` writes an observer's home: ``node.toml`` with
 ``node_role = "observer"`` and its peers, the chain's ``genesis.json`` and a new
@@ -65,11 +67,18 @@ def make_links(*, config: NodeConfig, signer: crypto.Signer, driver: Driver, bac
             follower.on_head(peer, head)
 
     def on_sync_response(peer: int, response: Any) -> Any:
+        if driver._sync_waiter is not None:  # a state-sync restore fetching its proof blocks
+            driver.on_sync_response(peer, response)
+            return None
         return None if follower is None else follower.on_sync_response(peer, response)
+
+    def on_statesync_request(peer: int, request: Any) -> Any:
+        return driver.on_statesync_request(peer, request, send=links.send)
 
     links = ObserverLinks(
         config=config, chain_id=driver.genesis.chain_id, signer=signer, allowed=allowed, on_txs=relay,
         on_sync_request=answer, on_sync_response=on_sync_response, on_head=on_head,
+        on_statesync_request=on_statesync_request, on_statesync_response=driver.on_statesync_response,
         on_link_change=link_change, drop_counter=lambda reason: metrics.dropped.labels(reason=reason).inc(),
         upstream_urls=config.observer_peers if observer else (),
     )

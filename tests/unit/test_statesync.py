@@ -191,7 +191,7 @@ async def test_a_fresh_node_restores_a_certified_snapshot_and_serves_it(network:
     client.transport = type("T", (), {"send": lambda self, p, k, payload: got.append(payload) or True})()
     client.on_sync_request(SERVER, SyncRequest(from_height=10, count=5))
     assert codec.decode(got[-1], SyncResponse).blocks == ()
-    await client._offer(SERVER)
+    await client._offer(SERVER, client.transport.send)
     offered = codec.decode(got[-1], sp.SnapshotList).snapshots
     assert offered and offered[0].height == 256 and offered[0].header.height == 256
     reloaded.exec_pool.shutdown(wait=True)
