@@ -202,7 +202,8 @@ async def _bench(args: argparse.Namespace, network_dir: Path, rate0: float) -> d
     accounts = [a for a in json.loads((network_dir / "accounts.json").read_text()) if a["name"].startswith("bench-")]
     participants = bw.load_participants(accounts, args.nodes)
     # One load generator on one address: the per-client-address API limit would measure itself.
-    net = LocalNet(network_dir, log_level="warning", env={"GRIDCHAIN_RATE_LIMIT_CLIENT_PER_MIN": "0"})
+    net = LocalNet(network_dir, log_level="warning",
+                   env={"GRIDCHAIN_RATE_LIMIT_CLIENT_PER_MIN": "0", "GRIDCHAIN_SHED_LATENCY_MS": "1500"})
     net.start_all()
     try:
         kind_of: dict[bytes, str] = {}

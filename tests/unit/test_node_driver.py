@@ -249,6 +249,6 @@ def test_status_names_the_validators_this_node_is_linked_to(node: Any) -> None:
     driver.transport = backend.transport = RecordingTransport()
     status = backend.status()
     assert status["peer_validators"] == [1, 2, 3] and status["peers"] == 3
-    market = {f: 0 for f in MarketInfo.__struct_fields__}
+    market = {f: "" if f == "grid_operator" else 0 for f in MarketInfo.__struct_fields__}
     doc = {**status, "chain_id": "c", "node_id": 0, "node_name": "n", "role": "grid", "market": market}
     assert msgspec.convert(doc, Status, strict=False).peer_validators == (1, 2, 3)
