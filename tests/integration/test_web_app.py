@@ -226,7 +226,11 @@ def test_grid_operator_approves_a_registration_and_dispatches(
     form.locator("select[name=role]").select_option("prosumer")
     form.locator("input[name=name]").fill("newcomer")
     form.locator("button").click()
-    newcomer.wait_text("#register-msg", "committed")
+    # Once the request commits the view re-renders as the (pending) account: the message may
+    # be gone before a poll sees it, the account card is what stays.
+    newcomer.page.wait_for_function(
+        "() => (document.querySelector('#register-msg')?.textContent ?? '').includes('committed')"
+        " || (document.querySelector('#me-cards')?.textContent ?? '').includes('pending')", timeout=UI_TIMEOUT_MS)
 
     grid = new_page(chromium)
     grid.goto(f"{urls[3]}/#/grid")
