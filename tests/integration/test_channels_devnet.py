@@ -95,7 +95,9 @@ def test_a_thousand_updates_off_chain_then_a_cooperative_close(net: LocalNet) ->
             elapsed_s = time.monotonic() - started
             last_height = max(net.height(i) for i in range(4))
             co_signed = await exchange(b, a, 0, final=True)
-            await own_b.send(b.signer, cooperative_close_body(co_signed), wait=True)
+            closed = await own_b.send(b.signer, cooperative_close_body(co_signed), wait=True)
+            # The balances are read from node 2: let it execute the close first.
+            wait_until("node 2 executed the close", lambda: net.height(2) >= closed["height"])
             return a, b, first_height, last_height, elapsed_s, co_signed
 
     key_a, key_b = _key(net, "prosumer-1"), _key(net, "consumer-1")
