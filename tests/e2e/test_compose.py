@@ -352,9 +352,11 @@ def test_observer_profile_follows_the_validators_and_serves_the_same_chain(stack
         assert status["node_role"] == "observer", status
         assert len(status["validators"]) == len(h.NODE_NAMES), status
         target = max(stack.height(name) for name in h.NODE_NAMES)
-        h.wait_for("the observer at the validators' height", lambda: True if stack.height("observer") >= target
-                   else None, timeout_s=90, interval_s=2)
-        _assert_same_chain(stack, ("observer", *h.NODE_NAMES), target, last=20)
+        names = ("observer", *h.NODE_NAMES)
+        h.wait_for("the observer and every validator at the highest validator's height",
+                   lambda: True if all(stack.height(n) >= target for n in names) else None,
+                   timeout_s=90, interval_s=2)
+        _assert_same_chain(stack, names, target, last=20)
     finally:
         stack.compose("--profile", "participants", "rm", "-s", "-f", "observer", check=False, timeout_s=120)
         del stack.nodes["observer"]
