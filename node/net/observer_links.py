@@ -62,6 +62,7 @@ from node.net.transport import (
     FRAME_TXS,
     HANDSHAKE_TIMEOUT_S,
     NONCE_SIZE,
+    LinkTasks,
     PeerError,
     SyncRequest,
     SyncResponse,
@@ -130,7 +131,7 @@ def observer_url(url: str) -> str:
     return url + OBSERVER_PATH
 
 
-class ObserverLinks:
+class ObserverLinks(LinkTasks):
     """Both sides of observer links for one node. ``mount(app)``, then ``start()``.
 
     It also has the transport's sending interface (``send``, ``broadcast``, ``connected``)
@@ -176,25 +177,6 @@ class ObserverLinks:
         self._session = aiohttp.ClientSession()
         for url in self.upstream_urls:
             self._spawn(self._dial_forever(url))
-
-    async def stop(self) -> None:
-        self._stopping = True
-        for link in list(self.links.values()):
-            with contextlib.suppress(Exception):
-                await link.ws.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._session is not None:
-            await self._session.close()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # ------------------------------------------------------------------ sending
     def connected(self) -> list[int]:

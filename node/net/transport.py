@@ -134,7 +134,37 @@ class PeerLink:
 Handler = Callable[[int, Any], Awaitable[None] | None]
 
 
-class Transport:
+class LinkTasks:
+    """The task and shutdown plumbing shared by the validator transport and the observer
+    links (``node.net.observer_links``): spawned tasks are tracked, and ``stop`` closes
+    every link, cancels and awaits every task, then closes the client session."""
+
+    links: dict[int, Any]
+    _tasks: set[asyncio.Task[Any]]
+    _session: aiohttp.ClientSession | None
+    _stopping: bool
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for link in list(self.links.values()):
+            with contextlib.suppress(Exception):
+                await link.ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+class Transport(LinkTasks):
     """All peer links of one validator. Create, ``mount(app)`` on the p2p listener, ``start()``."""
 
     def __init__(
@@ -208,25 +238,6 @@ class Transport:
         for peer in self.config.peers:
             if peer.node_id > self.me:
                 self._spawn(self._dial_forever(peer))
-
-    async def stop(self) -> None:
-        self._stopping = True
-        for link in list(self.links.values()):
-            with contextlib.suppress(Exception):
-                await link.ws.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._session is not None:
-            await self._session.close()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def set_partitioned(self, on: bool) -> None:
         self.partitioned = on
